@@ -1,0 +1,1 @@
+"""Data shipped with mdcvkit: small real trajectories and the scripts that made them."""

@@ -1,0 +1,446 @@
+"""MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
+
+from pathlib import Path
+
+import MDAnalysis as mda
+import numpy as np
+import torch
+import xarray as xr
+from MDAnalysis.analysis.base import AnalysisBase
+from torch import nn
+
+from ._io import atomic_path
+from .features import (
+    AlignedPositions,
+    FeatureCollector,
+    featurizer_config,
+    featurizer_from_config,
+    kabsch_align,
+    make_featurizer,
+)
+from .models import ACTIVATIONS, MODELS
+from .training import Trainer, normalize_weights
+
+__all__ = ["CollectiveVariable", "AutoencoderCV"]
+
+#: Version of the file format written by :meth:`AutoencoderCV.save`.
+FILE_FORMAT = 1
+
+
+class CollectiveVariable(nn.Module):
+    """The fitted CV: positions (Å) -> featurizer -> normalisation -> encoder -> CV.
+
+    Parameters
+    ----------
+    featurizer : Featurizer
+    model : BaseAutoencoder
+        Fitted model; its ``encode`` gives the CV (the encoder mean for
+        probabilistic models, so the CV is deterministic).
+
+    Notes
+    -----
+    ``forward(positions, box=None)`` takes ``(n_frames, n_atoms, 3)`` positions
+    in Å (and, for periodic distance features, ``(n_frames, 3, 3)`` box row
+    vectors in Å) and returns ``(n_frames, n_cv)``. It is differentiable, so
+    autograd gives ∇ξ for bias forces.
+    """
+
+    def __init__(self, featurizer, model):
+        super().__init__()
+        self.featurizer = featurizer
+        self.model = model
+
+    @property
+    def n_cv(self):
+        """Number of CVs."""
+        return self.model.n_cv
+
+    def forward(self, positions, box=None):
+        return self.model.encode(self.featurizer(positions, box))
+
+
+def _check_atomgroup(atomgroup, name="atomgroup"):
+    if not isinstance(atomgroup, mda.core.groups.AtomGroup):
+        raise TypeError(
+            f"{name} must be an MDAnalysis AtomGroup (e.g. u.select_atoms('not name H*')), "
+            f"not {type(atomgroup).__name__}"
+        )
+    if atomgroup.n_atoms == 0:
+        raise ValueError(f"{name} is empty (0 atoms); check the selection string")
+
+
+def _segments(atomgroup):
+    """First frame index of each trajectory of a Universe (several for a ChainReader)."""
+    trajectory = atomgroup.universe.trajectory
+    starts = getattr(trajectory, "_start_frames", None)
+    return np.asarray(starts[:-1] if starts is not None else [0], dtype=np.int64)
+
+
+class AutoencoderCV(AnalysisBase):
+    """Learn a collective variable with an autoencoder from the frames of a trajectory.
+
+    Parameters
+    ----------
+    atomgroup : AtomGroup or list of AtomGroup
+        Atoms the CV is computed from. A list gives several trajectories (one
+        Universe each, same atoms); a Universe over several files also counts
+        as several trajectories. Validation blocks, lagged pairs and MSM
+        counts never cross trajectory boundaries.
+    n_cv : int, default 2
+        Dimension of the CV (the bottleneck).
+    model : str, default "ae"
+        One of :data:`mdcvkit.models.MODELS`.
+    features : str, list of str or Featurizer, default "aligned"
+        ``"aligned"`` (Kabsch-fitted positions), ``"positions"`` (raw),
+        ``"distances"`` (all pairs, minimum image when the Universe has a
+        box), ``"dihedrals"`` (backbone φ/ψ as sin/cos), a list of them, or a
+        featurizer built for ``atomgroup``.
+    reference : {"first", "mean"} or array_like, default "first"
+        Reference structure of the ``"aligned"`` features: the first analysed
+        frame, the (weighted) mean structure after iterative alignment, or
+        given positions (n_atoms, 3) in Å.
+    hidden : sequence of int, default (40,)
+        Hidden layer sizes of the encoder (the decoder mirrors them).
+    activation : {"tanh", "relu", "elu", None}, default "tanh"
+    weights, log_weights : array_like, shape (n_frames,), optional
+        Per-frame weights of the analysed frames (e.g. FEBILAE reweighting of
+        biased frames); pass ``log_weights`` for large biases.
+    lag : int, default 0
+        Lag in analysed frames for time-lagged models.
+    max_epochs, batch_size, learning_rate, patience, validation_fraction, device, seed
+        Passed to :class:`mdcvkit.training.Trainer`.
+    chunk_size : int, default 1000
+        Frames read per batched featurizer call.
+    memory_budget : float, default 2e9
+        Bytes of features kept in memory before spilling to a memory-mapped file.
+    **model_kwargs
+        Further settings of the chosen model.
+
+    Attributes
+    ----------
+    results.cv : xarray.DataArray, dims ("frame", "cv")
+        CV of every analysed frame; coords ``frame``, ``time`` (ps) and ``trajectory``.
+    results.loss : xarray.Dataset, dim "epoch"
+        Training and validation loss.
+    results.model : CollectiveVariable
+        The fitted CV module, positions (Å) -> CV.
+    results.features : numpy.ndarray, shape (n_frames, n_features)
+        The training features.
+    results.validation : numpy.ndarray of bool, shape (n_frames,)
+        Frames held out for validation.
+
+    Examples
+    --------
+    >>> import mdcvkit as mk
+    >>> u = mk.datasets.alanine_dipeptide()
+    >>> cv = mk.AutoencoderCV(u.select_atoms("not name H*"), n_cv=2, seed=0).run(step=10)
+    >>> cv.results.cv.shape  # doctest: +SKIP
+    (10000, 2)
+
+    References
+    ----------
+    Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, "Chasing collective variables using
+    autoencoders and biased trajectories", J. Chem. Theory Comput. 18, 59 (2022).
+    """
+
+    def __init__(self, atomgroup, n_cv=2, *, model="ae", features="aligned", reference="first",
+                 hidden=(40,), activation="tanh", weights=None, log_weights=None, lag=0,
+                 max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
+                 validation_fraction=0.2, device="auto", seed=0, chunk_size=1000, memory_budget=2e9,
+                 **model_kwargs):
+        groups = list(atomgroup) if isinstance(atomgroup, (list, tuple)) else [atomgroup]
+        if not groups:
+            raise ValueError("atomgroup is an empty list; pass an AtomGroup or a list of AtomGroups")
+        for k, group in enumerate(groups):
+            _check_atomgroup(group, "atomgroup" if len(groups) == 1 else f"atomgroup[{k}]")
+            if list(group.names) != list(groups[0].names):
+                raise ValueError(
+                    f"atomgroup[{k}] has atoms {list(group.names)[:5]}... but atomgroup[0] has "
+                    f"{list(groups[0].names)[:5]}...; every trajectory needs the same atoms in the same order"
+                )
+        super().__init__(groups[0].universe.trajectory)
+        if model not in MODELS:
+            raise ValueError(f"model={model!r} is not known; use one of {sorted(MODELS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not known; use one of {list(ACTIVATIONS)}")
+        if isinstance(reference, str) and reference not in ("first", "mean"):
+            raise ValueError(f"reference={reference!r} is not known; use 'first', 'mean' or positions (n_atoms, 3)")
+        if not isinstance(n_cv, (int, np.integer)) or n_cv < 1:
+            raise ValueError(f"n_cv={n_cv!r} must be a positive integer")
+        if not isinstance(lag, (int, np.integer)) or lag < 0:
+            raise ValueError(f"lag={lag!r} must be a non-negative integer (frames)")
+        self._groups = groups
+        self.n_cv = int(n_cv)
+        self.model_name = model
+        self.features = features
+        self.reference = reference
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.weights = weights
+        self.log_weights = log_weights
+        self.lag = int(lag)
+        self.model_kwargs = model_kwargs
+        self.trainer = Trainer(max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                               patience=patience, validation_fraction=validation_fraction, device=device,
+                               seed=seed)
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        # cheap checks before the trajectory loop: the featurizer can be built for these atoms
+        self._featurizer = make_featurizer(features, groups[0], self._reference_positions(groups[0]),
+                                           periodic=groups[0].dimensions is not None)
+        if self.n_cv >= self._featurizer.n_features:
+            raise ValueError(
+                f"n_cv={n_cv} must be smaller than the number of features ({self._featurizer.n_features} "
+                f"from features={features!r} on {groups[0].n_atoms} atoms); lower n_cv or select more atoms"
+            )
+        self._atoms = _atom_table(groups[0])
+
+    def _reference_positions(self, group):
+        if isinstance(self.reference, str):
+            return group.positions
+        reference = np.asarray(self.reference, dtype=np.float32)
+        if reference.shape != (group.n_atoms, 3):
+            raise ValueError(
+                f"reference has shape {reference.shape}; pass positions of shape ({group.n_atoms}, 3) in Å"
+            )
+        return reference
+
+    def run(self, start=None, stop=None, step=None, frames=None, verbose=False, *, backend="serial",
+            n_workers=None):
+        """Read the frames, compute features, train the model and compute the CV.
+
+        Parameters
+        ----------
+        start, stop, step : int, optional
+            Slice of each trajectory to analyse.
+        frames : array_like of int or bool, optional
+            Frames to analyse instead of a slice (single trajectory only).
+        verbose : bool, default False
+            Progress bars for reading and training.
+        backend : {"serial", "multiprocessing", "dask"}, default "serial"
+            MDAnalysis parallel backend for reading and featurisation.
+        n_workers : int, optional
+            Workers of a parallel backend.
+
+        Returns
+        -------
+        self
+        """
+        if frames is not None and len(self._groups) > 1:
+            raise ValueError("frames= selects frames of one trajectory; with a list of AtomGroups use start/stop/step")
+        self._setup_reference(start, stop, step, frames)
+        features, frame_idx, times, trajectory, lengths = [], [], [], [], []
+        for k, group in enumerate(self._groups):
+            collector = FeatureCollector(group, self._featurizer, chunk_size=self.chunk_size,
+                                         memory_budget=self.memory_budget)
+            collector.run(start=start, stop=stop, step=step, frames=frames, verbose=verbose,
+                          backend=backend, n_workers=n_workers)
+            segment = np.searchsorted(_segments(group), collector.frames, side="right") - 1
+            features.append(collector.results.features)
+            frame_idx.append(collector.frames)
+            times.append(collector.times)
+            trajectory.append(segment + (trajectory[-1][-1] + 1 if trajectory and len(trajectory[-1]) else 0))
+            lengths.extend(_run_lengths(segment, collector.frames))
+        self.frames = np.concatenate(frame_idx)
+        self.times = np.concatenate(times)
+        self.n_frames = len(self.frames)
+        self._trajectory = np.concatenate(trajectory)
+        self._lengths = lengths
+        self.results.features = features[0] if len(features) == 1 else np.concatenate(features)
+        self.trainer.verbose = verbose
+        self._conclude()
+        return self
+
+    def _setup_reference(self, start, stop, step, frames):
+        """Build the featurizer on the reference structure of this run."""
+        if not isinstance(self.features, str) or self.features != "aligned":
+            return
+        group = self._groups[0]
+        first = next(iter(np.arange(group.universe.trajectory.n_frames)[slice(start, stop, step)]
+                          if frames is None else np.arange(group.universe.trajectory.n_frames)[frames]), None)
+        if first is None:
+            raise ValueError(f"start={start}, stop={stop}, step={step}, frames select no frame of the trajectory")
+        if isinstance(self.reference, str):
+            group.universe.trajectory[int(first)]
+            reference = group.positions.copy()
+        else:
+            reference = self._reference_positions(group)
+        if not np.all(np.isfinite(reference)):
+            raise ValueError(f"frame {first} has NaN or infinite coordinates; it cannot be the reference structure")
+        self._featurizer = AlignedPositions(reference, names=list(group.names))
+
+    def _conclude(self):
+        features = self.results.features
+        p = normalize_weights(len(features), self.weights, self.log_weights)
+        if isinstance(self._featurizer, AlignedPositions) and isinstance(self.reference, str) \
+                and self.reference == "mean":
+            features = self._realign_to_mean(features, p)
+            self.results.features = features
+        torch.manual_seed(self.seed)
+        model = MODELS[self.model_name](features.shape[1], self.n_cv, hidden=self.hidden,
+                                        activation=self.activation,
+                                        scale_groups=self._featurizer.scale_groups, **self.model_kwargs)
+        fit = self.trainer.fit(model, features, weights=p, lengths=self._lengths, lag=self.lag)
+        self.results.model = CollectiveVariable(self._featurizer, fit.model.cpu()).eval()
+        self.results.loss = fit.history.assign_attrs(units="normalised features²")
+        self.results.validation = fit.validation
+        self.results.cv = self._cv_array(self._encode(features), self.frames, self.times, self._trajectory)
+
+    def _realign_to_mean(self, features, p, iterations=3):
+        """Iteratively realign the aligned positions to their weighted mean structure."""
+        positions = torch.from_numpy(np.asarray(features)).reshape(len(features), -1, 3)
+        w = None if p is None else torch.as_tensor(p)
+        for _ in range(iterations):
+            mean = (positions.mean(0) if w is None else (w[:, None, None] * positions.double()).sum(0).float())
+            positions = kabsch_align(positions, mean)
+        self._featurizer = AlignedPositions(mean.numpy(), names=self._featurizer.names)
+        return positions.reshape(len(features), -1).numpy()
+
+    def _encode(self, features, chunk=65536):
+        model = self.results.model.model
+        with torch.no_grad():
+            return np.concatenate([model.encode(torch.as_tensor(np.asarray(features[i:i + chunk])).float()).numpy()
+                                   for i in range(0, len(features), chunk)])
+
+    @staticmethod
+    def _cv_array(values, frames, times, trajectory):
+        return xr.DataArray(
+            values, dims=("frame", "cv"),
+            coords={"frame": np.asarray(frames), "time": ("frame", np.asarray(times, dtype=float)),
+                    "trajectory": ("frame", np.asarray(trajectory)), "cv": np.arange(values.shape[1])},
+            attrs={"long_name": "autoencoder CV", "units": "", "time_units": "ps"},
+        )
+
+    def _check_fitted(self, call):
+        if not hasattr(self.results, "model"):
+            raise ValueError(f"this AutoencoderCV is not fitted yet; call run() before {call}()")
+
+    def transform(self, atomgroup, start=None, stop=None, step=None, frames=None, *, backend="serial",
+                  n_workers=None):
+        """CV of the frames of another trajectory (same atoms as in training).
+
+        Parameters
+        ----------
+        atomgroup : AtomGroup
+            Same atom names, in the same order, as the training atoms.
+        start, stop, step, frames, backend, n_workers
+            As in :meth:`run`.
+
+        Returns
+        -------
+        xarray.DataArray, dims ("frame", "cv")
+            Like ``results.cv``.
+        """
+        self._check_fitted("transform")
+        _check_atomgroup(atomgroup)
+        if list(atomgroup.names) != list(self._atoms["names"]):
+            raise ValueError(
+                f"atomgroup has {atomgroup.n_atoms} atoms named {list(atomgroup.names)[:6]}..., but the CV "
+                f"was trained on {len(self._atoms['names'])} atoms named {list(self._atoms['names'])[:6]}...; "
+                "select the same atoms in the same order"
+            )
+        collector = FeatureCollector(atomgroup, self.results.model.featurizer, chunk_size=self.chunk_size,
+                                     memory_budget=self.memory_budget)
+        collector.run(start=start, stop=stop, step=step, frames=frames, backend=backend, n_workers=n_workers)
+        segment = np.searchsorted(_segments(atomgroup), collector.frames, side="right") - 1
+        return self._cv_array(self._encode(collector.results.features), collector.frames, collector.times, segment)
+
+    def save(self, path):
+        """Save the fitted CV (featurizer, model, atoms) to ``path``; written atomically.
+
+        The file records the names and count of the atoms it expects; reload
+        with :meth:`load`, which gives bit-identical CVs.
+        """
+        self._check_fitted("save")
+        cv = self.results.model
+        payload = {
+            "format": FILE_FORMAT,
+            "kind": "mdcvkit.AutoencoderCV",
+            "atoms": self._atoms,
+            "featurizer": featurizer_config(cv.featurizer),
+            "model": {"name": self.model_name, "n_features": cv.model.n_features, "n_cv": self.n_cv,
+                      "hidden": list(self.hidden), "activation": self.activation,
+                      "scale_groups": cv.featurizer.scale_groups.tolist(), **self.model_kwargs},
+            "state_dict": cv.state_dict(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a CV saved with :meth:`save`; the result can ``transform`` new frames.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` does not exist.
+        ValueError
+            When the file is not a saved mdcvkit CV.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved CV at {str(path)!r}; check the path")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload.get("kind") != "mdcvkit.AutoencoderCV":
+                raise KeyError("kind")
+            settings = dict(payload["model"])
+            name = settings.pop("name")
+            featurizer = featurizer_from_config(payload["featurizer"])
+            model = MODELS[name](**settings)
+            module = CollectiveVariable(featurizer, model)
+            module.load_state_dict(payload["state_dict"])
+        except Exception as err:  # any failure here means the file is not what save() writes
+            raise ValueError(
+                f"{str(path)!r} is not a CV saved by mdcvkit's AutoencoderCV.save ({type(err).__name__}: "
+                f"{err}); save it again"
+            ) from err
+        self = cls.__new__(cls)
+        AnalysisBase.__init__(self, None)
+        self.model_name, self.n_cv = name, settings.pop("n_cv")
+        self.hidden, self.activation = tuple(settings.pop("hidden")), settings.pop("activation")
+        settings.pop("n_features")
+        settings.pop("scale_groups")
+        self.model_kwargs = settings
+        self._atoms = payload["atoms"]
+        self.chunk_size, self.memory_budget = 1000, 2e9
+        self.results.model = module.eval()
+        return self
+
+    def to_torchscript(self, path):
+        """Export the CV (positions in Å -> CV) as TorchScript, loadable with ``torch.jit.load``.
+
+        The exported module takes positions ``(n_frames, n_atoms, 3)`` in Å
+        (float32) and, for periodic distance features, the box ``(n_frames,
+        3, 3)`` in Å as second argument. Written atomically.
+        """
+        self._check_fitted("to_torchscript")
+        module = self.results.model
+        n_atoms = module.featurizer.n_atoms
+        example = (torch.randn(2, n_atoms, 3) * 3,)
+        if module.featurizer.uses_box:
+            example = (*example, torch.eye(3).expand(2, 3, 3) * 50)
+        traced = torch.jit.trace(module, example, check_trace=False)
+        with atomic_path(path) as tmp:
+            traced.save(str(tmp))
+        return Path(path)
+
+
+def _atom_table(group):
+    return {"names": [str(n) for n in group.names],
+            "resnames": [str(n) for n in group.resnames],
+            "resids": [int(i) for i in group.resids],
+            "indices": [int(i) for i in group.indices]}
+
+
+def _run_lengths(segment, frames):
+    """Lengths of runs of rows from one trajectory with a regular frame step (breaks at gaps)."""
+    if len(frames) == 0:
+        return []
+    steps = np.diff(frames)
+    regular = np.median(steps) if len(steps) else 1
+    breaks = np.flatnonzero((np.diff(segment) != 0) | (steps != regular)) + 1
+    return np.diff(np.concatenate([[0], breaks, [len(frames)]])).tolist()
+

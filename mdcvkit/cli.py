@@ -1,0 +1,200 @@
+"""The ``mdcvkit`` command: ``mdcvkit demo`` and ``mdcvkit train``."""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "demo", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+def _save_figure(fig, path):
+    from ._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix[1:])
+
+
+def _save_netcdf(data, path):
+    from ._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        data.to_netcdf(tmp)
+
+
+def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
+    """Train the 2-D autoencoder CV on the shipped alanine dipeptide and write a report.
+
+    Writes to ``output``: ``cv.nc`` (the CV time series, netCDF), ``model.pt``
+    (the saved CV), ``loss.png``, ``free_energy.png`` (free energy in CV
+    space), ``ramachandran.png`` (φ/ψ coloured by each CV) and ``report.md``.
+
+    Parameters
+    ----------
+    output : str or Path, default "mdcvkit-demo"
+        Output folder (created when missing).
+    step : int, default 1
+        Use every ``step``-th frame.
+    max_epochs : int, default 200
+    seed : int, default 0
+
+    Returns
+    -------
+    pathlib.Path
+        Path of the report.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from MDAnalysis.analysis.dihedrals import Ramachandran
+
+    from . import datasets, metrics, plot
+    from ._io import atomic_path
+    from .analysis import AutoencoderCV
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    u = datasets.alanine_dipeptide("implicit")
+    heavy = u.select_atoms("not name H*")
+    start = time.perf_counter()
+    cv = AutoencoderCV(heavy, n_cv=2, seed=seed, max_epochs=max_epochs).run(step=step)
+    seconds = time.perf_counter() - start
+    cv.save(output / "model.pt")
+    _save_netcdf(cv.results.cv.to_dataset(name="cv"), output / "cv.nc")
+
+    angles = Ramachandran(u.select_atoms("resname ALA")).run(step=step).results.angles[:, 0]
+    dihedrals = np.deg2rad(angles)
+    targets = np.hstack([np.sin(dihedrals), np.cos(dihedrals)])
+    score = metrics.knn_score(cv.results.cv, targets, lengths=cv._lengths, seed=seed)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plot.loss(cv.results.loss, ax=ax)
+    _save_figure(fig, output / "loss.png")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    plot.free_energy_surface(cv.results.cv, ax=ax)
+    _save_figure(fig, output / "free_energy.png")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for k, ax in enumerate(axes):
+        plot.ramachandran(angles[:, 0], angles[:, 1], color=cv.results.cv[:, k].values, ax=ax, cmap="coolwarm")
+        ax.set_title(f"coloured by CV {k + 1}")
+    _save_figure(fig, output / "ramachandran.png")
+    plt.close("all")
+
+    loss = cv.results.loss
+    best = loss.attrs["best_epoch"]
+    report = f"""# mdcvkit demo: an autoencoder CV of alanine dipeptide
+
+Data: the shipped implicit-solvent alanine dipeptide, {len(cv._lengths)} trajectory segments,
+{cv.n_frames} frames (every {step} ps), {heavy.n_atoms} heavy atoms, aligned Cartesian features.
+Model: `AutoencoderCV(n_cv=2, model="ae", hidden=(40,), activation="tanh", seed={seed})`,
+trained in {seconds:.1f} s for {loss.sizes["epoch"]} epochs; best epoch {best},
+validation loss {float(loss["validation"][best]):.4f} (train {float(loss["train"][best]):.4f}),
+in units of normalised features squared.
+
+How well the CV determines the backbone dihedrals: a {score.attrs["n_neighbors"]}-nearest-neighbour
+regression from the CV to (sin φ, cos φ, sin ψ, cos ψ), trained and tested on different blocks of
+frames, reaches R² = {float(score):.3f} on the held-out frames
+(per target: {", ".join(f"{v:.3f}" for v in score.attrs["per_target"])}).
+
+| file | what |
+| --- | --- |
+| `cv.nc` | the CV time series (netCDF, dims frame × cv, time in ps) |
+| `model.pt` | the fitted CV: `mk.AutoencoderCV.load("model.pt").transform(atomgroup)` |
+| `loss.png` | training and validation loss |
+| `free_energy.png` | free energy in CV space, kJ/mol at 300 K |
+| `ramachandran.png` | φ/ψ of every frame coloured by each CV component |
+
+![loss](loss.png)
+![free energy](free_energy.png)
+![Ramachandran](ramachandran.png)
+"""
+    with atomic_path(output / "report.md") as tmp:
+        tmp.write_text(report)
+    return output / "report.md"
+
+
+def train(topology, trajectories, output, select="not name H*", n_cv=2, model="ae", features="aligned",
+          step=None, max_epochs=200, seed=0, verbose=False):
+    """Train an autoencoder CV on trajectory files; write ``cv.nc`` and ``model.pt`` to ``output``.
+
+    Parameters
+    ----------
+    topology : str
+        Topology file readable by MDAnalysis.
+    trajectories : list of str
+        Trajectory files; each stays a separate trajectory.
+    output : str or Path
+        Output folder.
+    select : str, default "not name H*"
+        MDAnalysis selection of the CV atoms.
+    n_cv, model, features, step, max_epochs, seed, verbose
+        As in :class:`mdcvkit.AutoencoderCV`.
+
+    Returns
+    -------
+    AutoencoderCV
+    """
+    import MDAnalysis as mda
+
+    from .analysis import AutoencoderCV
+
+    universes = [mda.Universe(topology, t) for t in trajectories] or [mda.Universe(topology)]
+    groups = [u.select_atoms(select) for u in universes]
+    cv = AutoencoderCV(groups, n_cv=n_cv, model=model, features=features, max_epochs=max_epochs, seed=seed)
+    cv.run(step=step, verbose=verbose)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    cv.save(output / "model.pt")
+    _save_netcdf(cv.results.cv.to_dataset(name="cv"), output / "cv.nc")
+    return cv
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="mdcvkit", description="Collective variables learned with autoencoders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    d = commands.add_parser("demo", help="train the 2-D CV on the shipped alanine dipeptide and write a report")
+    d.add_argument("--output", default="mdcvkit-demo", help="output folder (default: mdcvkit-demo)")
+    d.add_argument("--step", type=int, default=1, help="use every STEP-th frame (default: 1)")
+    d.add_argument("--max-epochs", type=int, default=200)
+    d.add_argument("--seed", type=int, default=0)
+    t = commands.add_parser("train", help="train a CV on your trajectories")
+    t.add_argument("topology", help="topology file (PDB, PSF, GRO, …)")
+    t.add_argument("trajectories", nargs="*", help="trajectory files, each a separate trajectory")
+    t.add_argument("--output", required=True, help="output folder for cv.nc and model.pt")
+    t.add_argument("--select", default="not name H*", help="atom selection (default: heavy atoms)")
+    t.add_argument("--n-cv", type=int, default=2)
+    t.add_argument("--model", default="ae")
+    t.add_argument("--features", default="aligned")
+    t.add_argument("--step", type=int, default=None)
+    t.add_argument("--max-epochs", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``mdcvkit`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "demo":
+            path = demo(args.output, step=args.step, max_epochs=args.max_epochs, seed=args.seed)
+            print(f"report written to {path}")
+        else:
+            train(args.topology, args.trajectories, args.output, select=args.select, n_cv=args.n_cv,
+                  model=args.model, features=args.features, step=args.step, max_epochs=args.max_epochs,
+                  seed=args.seed, verbose=args.verbose)
+            print(f"CV written to {Path(args.output) / 'cv.nc'} and {Path(args.output) / 'model.pt'}")
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"mdcvkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

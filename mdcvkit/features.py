@@ -1,0 +1,557 @@
+"""Featurizers: differentiable maps from atomic positions (Å) to input features.
+
+Every featurizer is a :class:`torch.nn.Module` whose ``forward(positions, box=None)``
+takes positions of shape ``(n_frames, n_atoms, 3)`` in Å and returns features of
+shape ``(n_frames, n_features)``. They are written once, in torch, so that the
+same module builds the training set, transforms new trajectories and, through
+autograd, gives bias forces (the Kabsch alignment included).
+
+``n_atoms`` counts the atoms of the AtomGroup the featurizer was built for;
+index arguments (pairs, dihedral quadruplets) refer to positions in that
+AtomGroup, not to global atom indices.
+
+:class:`FeatureCollector` reads a trajectory through MDAnalysis in chunks and
+fills the feature matrix, so memory is bounded by the features, never by all
+positions at once; it supports MDAnalysis's ``serial``, ``multiprocessing`` and
+``dask`` backends.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+from MDAnalysis.analysis.base import AnalysisBase, ResultsGroup
+from MDAnalysis.lib.mdamath import triclinic_vectors
+from torch import nn
+
+__all__ = [
+    "Featurizer",
+    "AlignedPositions",
+    "Positions",
+    "PairwiseDistances",
+    "Dihedrals",
+    "Concatenate",
+    "FEATURIZERS",
+    "make_featurizer",
+    "backbone_dihedral_indices",
+    "kabsch_align",
+    "FeatureCollector",
+]
+
+
+class Featurizer(nn.Module):
+    """Base class: positions ``(n_frames, n_atoms, 3)`` in Å -> ``(n_frames, n_features)``.
+
+    Subclasses set ``n_atoms``, ``labels`` (one string per feature) and
+    ``feature_atoms`` (for each feature, the tuple of atom positions within
+    the AtomGroup it depends on), implement ``forward`` and ``get_config``.
+    ``uses_box`` is True when the features depend on the periodic box.
+    ``scale_groups`` gives, per feature, the group of features that share one
+    normalisation scale (features in the same units: all coordinates of an
+    aligned structure, all distances, all sin/cos), see
+    :class:`mdcvkit.models.Normalization`.
+    """
+
+    uses_box = False
+
+    @property
+    def scale_groups(self):
+        """Normalisation scale group of each feature, shape (n_features,); one group by default."""
+        return np.zeros(self.n_features, dtype=np.int64)
+
+    @property
+    def n_features(self):
+        """Number of features produced per frame."""
+        return len(self.labels)
+
+    def get_config(self):
+        """Keyword arguments that rebuild this featurizer (buffers are restored from the state dict)."""
+        raise NotImplementedError
+
+    def check_positions(self, positions):
+        """Raise ValueError unless ``positions`` has shape ``(n_frames, n_atoms, 3)``."""
+        if positions.ndim != 3 or positions.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(
+                f"positions have shape {tuple(positions.shape)}, but {type(self).__name__} expects "
+                f"(n_frames, {self.n_atoms}, 3); pass the positions of the atoms it was built for"
+            )
+
+
+def kabsch_align(positions, reference, weights=None):
+    """Rotate and translate each frame onto ``reference`` (differentiable Kabsch fit).
+
+    Parameters
+    ----------
+    positions : torch.Tensor, shape (n_frames, n_atoms, 3)
+        Coordinates in Å.
+    reference : torch.Tensor, shape (n_atoms, 3)
+        Reference structure in Å; it is centred internally.
+    weights : torch.Tensor, shape (n_atoms,), optional
+        Per-atom fitting weights (e.g. masses); uniform when None.
+
+    Returns
+    -------
+    torch.Tensor, shape (n_frames, n_atoms, 3)
+        Each frame centred on its (weighted) centroid and rotated to minimise
+        the RMSD to the centred reference (proper rotations only).
+
+    References
+    ----------
+    W. Kabsch, Acta Cryst. A 32, 922 (1976).
+    """
+    if weights is None:
+        weights = torch.ones(positions.shape[1], dtype=positions.dtype, device=positions.device)
+    w = (weights / weights.sum()).to(positions.dtype)[None, :, None]
+    ref = reference - (w[0] * reference).sum(0)
+    centred = positions - (w * positions).sum(1, keepdim=True)
+    covariance = (w * centred).transpose(1, 2) @ ref  # (n_frames, 3, 3)
+    u, _, vt = torch.linalg.svd(covariance)
+    sign = torch.sign(torch.linalg.det(u @ vt))
+    # a reflection is never allowed: flip the axis of the smallest singular value
+    flip = torch.ones_like(covariance[:, 0])
+    flip = torch.cat([flip[:, :2], sign[:, None]], dim=1)
+    rotation = (u * flip[:, None, :]) @ vt
+    return centred @ rotation
+
+
+class AlignedPositions(Featurizer):
+    """Cartesian positions after a Kabsch fit to a reference structure, as in FEBILAE.
+
+    Parameters
+    ----------
+    reference : array_like, shape (n_atoms, 3)
+        Reference structure in Å (the first frame or the mean structure of
+        the training data).
+    weights : array_like, shape (n_atoms,), optional
+        Per-atom fitting weights; uniform when None.
+    names : sequence of str, optional
+        Atom names, used in the feature labels.
+
+    References
+    ----------
+    Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
+    """
+
+    def __init__(self, reference, weights=None, names=None):
+        super().__init__()
+        reference = torch.as_tensor(np.asarray(reference, dtype=np.float32))
+        if reference.ndim != 2 or reference.shape[1] != 3 or reference.shape[0] < 3:
+            raise ValueError(
+                f"reference has shape {tuple(reference.shape)}; an aligned featurizer needs (n_atoms, 3) "
+                "with at least 3 atoms (a fit of fewer atoms is not unique): select more atoms or use "
+                "features='positions'"
+            )
+        self.n_atoms = reference.shape[0]
+        fit = torch.ones(self.n_atoms) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        self.register_buffer("reference", reference)
+        self.register_buffer("weights", fit)
+        self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
+        self.labels = [f"{n}:{ax}" for n in self.names for ax in "xyz"]
+        self.feature_atoms = [(i,) for i in range(self.n_atoms) for _ in range(3)]
+
+    def get_config(self):
+        return {"reference": self.reference.tolist(), "weights": self.weights.tolist(), "names": self.names}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        aligned = kabsch_align(positions, self.reference.to(positions.dtype), self.weights)
+        return aligned.reshape(len(positions), -1)
+
+
+class Positions(Featurizer):
+    """Raw Cartesian positions (no fit): for toy systems and pre-aligned data.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms.
+    names : sequence of str, optional
+        Atom names, used in the feature labels.
+    """
+
+    def __init__(self, n_atoms, names=None):
+        super().__init__()
+        self.n_atoms = int(n_atoms)
+        self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
+        self.labels = [f"{n}:{ax}" for n in self.names for ax in "xyz"]
+        self.feature_atoms = [(i,) for i in range(self.n_atoms) for _ in range(3)]
+
+    def get_config(self):
+        return {"n_atoms": self.n_atoms, "names": self.names}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        return positions.reshape(len(positions), -1)
+
+
+def _minimum_image(delta, box):
+    """Minimum-image difference vectors for boxes given as row vectors (n_frames, 3, 3).
+
+    Orthorhombic boxes are wrapped exactly in fractional coordinates. For
+    triclinic boxes the wrapped vector is compared with its 26 neighbouring
+    images and the shortest is kept, which is exact for any box that
+    MDAnalysis accepts.
+    """
+    inverse = torch.linalg.inv(box)
+    fractional = delta @ inverse[:, None]
+    wrapped = (fractional - torch.round(fractional)) @ box[:, None]
+    off_diagonal = box - torch.diag_embed(torch.diagonal(box, dim1=1, dim2=2))
+    if not bool(off_diagonal.abs().max() > 0):
+        return wrapped
+    shifts = torch.stack(
+        torch.meshgrid(*(torch.arange(-1, 2, dtype=delta.dtype, device=delta.device),) * 3, indexing="ij"), -1
+    ).reshape(-1, 3)
+    images = wrapped[:, :, None, :] + (shifts @ box)[:, None, :, :]  # (f, p, 27, 3)
+    best = (images**2).sum(-1).argmin(-1)
+    return torch.gather(images, 2, best[:, :, None, None].expand(-1, -1, 1, 3))[:, :, 0]
+
+
+class PairwiseDistances(Featurizer):
+    """Distances between pairs of atoms in Å, minimum image when a box is given.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms of the AtomGroup.
+    pairs : array_like of int, shape (n_pairs, 2), optional
+        Positions within the AtomGroup; all pairs ``i < j`` when None.
+    periodic : bool, default False
+        Apply the minimum-image convention with the box passed to ``forward``
+        (orthorhombic or triclinic, row vectors in Å).
+    names : sequence of str, optional
+        Atom names, used in the feature labels.
+    """
+
+    def __init__(self, n_atoms, pairs=None, periodic=False, names=None):
+        super().__init__()
+        self.n_atoms = int(n_atoms)
+        if pairs is None:
+            pairs = np.stack(np.triu_indices(self.n_atoms, k=1), axis=1)
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        if len(pairs) == 0 or pairs.min() < 0 or pairs.max() >= self.n_atoms:
+            raise ValueError(
+                f"pairs must index atoms 0..{self.n_atoms - 1} of the AtomGroup and hold at least one "
+                f"pair (got {len(pairs)} pairs); select at least two atoms"
+            )
+        self.register_buffer("pairs", torch.as_tensor(pairs))
+        self.uses_box = bool(periodic)
+        self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
+        self.labels = [f"d({self.names[i]},{self.names[j]})" for i, j in pairs]
+        self.feature_atoms = [(int(i), int(j)) for i, j in pairs]
+
+    def get_config(self):
+        return {"n_atoms": self.n_atoms, "pairs": self.pairs.tolist(), "periodic": self.uses_box,
+                "names": self.names}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        delta = positions[:, self.pairs[:, 1]] - positions[:, self.pairs[:, 0]]
+        if self.uses_box and box is not None:
+            delta = _minimum_image(delta, box.to(positions.dtype))
+        return torch.sqrt((delta**2).sum(-1))
+
+
+def dihedral_angles(positions, quadruplets):
+    """Dihedral angles (radians, in (-π, π]) of atom quadruplets, IUPAC sign convention.
+
+    Parameters
+    ----------
+    positions : torch.Tensor, shape (n_frames, n_atoms, 3)
+    quadruplets : torch.Tensor of int, shape (n_dihedrals, 4)
+
+    Returns
+    -------
+    torch.Tensor, shape (n_frames, n_dihedrals)
+    """
+    p0, p1, p2, p3 = (positions[:, quadruplets[:, k]] for k in range(4))
+    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+    n1 = torch.cross(b0, b1, dim=-1)
+    n2 = torch.cross(b1, b2, dim=-1)
+    m1 = torch.cross(n1, b1 / torch.linalg.norm(b1, dim=-1, keepdim=True), dim=-1)
+    return torch.atan2((m1 * n2).sum(-1), (n1 * n2).sum(-1))
+
+
+class Dihedrals(Featurizer):
+    """Dihedral angles as (sin, cos) pairs, e.g. the backbone φ/ψ.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms of the AtomGroup.
+    quadruplets : array_like of int, shape (n_dihedrals, 4)
+        Positions within the AtomGroup of the four atoms of each dihedral.
+    dihedral_names : sequence of str, optional
+        One name per dihedral (e.g. ``"phi2"``), used in the feature labels.
+
+    Notes
+    -----
+    Features are ordered ``sin θ₀, cos θ₀, sin θ₁, cos θ₁, …``; the angle of
+    each dihedral is recovered as ``atan2(sin, cos)``.
+    """
+
+    def __init__(self, n_atoms, quadruplets, dihedral_names=None):
+        super().__init__()
+        self.n_atoms = int(n_atoms)
+        quadruplets = np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4)
+        if len(quadruplets) == 0 or quadruplets.min() < 0 or quadruplets.max() >= self.n_atoms:
+            raise ValueError(
+                f"quadruplets must index atoms 0..{self.n_atoms - 1} of the AtomGroup and hold at least "
+                f"one dihedral (got {len(quadruplets)}); include the backbone atoms N, CA, C in the selection"
+            )
+        self.register_buffer("quadruplets", torch.as_tensor(quadruplets))
+        if dihedral_names is None:
+            dihedral_names = [f"dihedral{k}" for k in range(len(quadruplets))]
+        self.dihedral_names = list(dihedral_names)
+        self.labels = [f"{f}({n})" for n in self.dihedral_names for f in ("sin", "cos")]
+        self.feature_atoms = [tuple(int(i) for i in q) for q in quadruplets for _ in range(2)]
+
+    def get_config(self):
+        return {"n_atoms": self.n_atoms, "quadruplets": self.quadruplets.tolist(),
+                "dihedral_names": self.dihedral_names}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        angles = dihedral_angles(positions, self.quadruplets)
+        return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(len(positions), -1)
+
+
+class Concatenate(Featurizer):
+    """Concatenation of several featurizers over the same atoms.
+
+    Parameters
+    ----------
+    featurizers : sequence of Featurizer
+        Each built for the same AtomGroup.
+    """
+
+    def __init__(self, featurizers):
+        super().__init__()
+        featurizers = list(featurizers)
+        if not featurizers or len({f.n_atoms for f in featurizers}) != 1:
+            raise ValueError(
+                "featurizers must be a non-empty list of featurizers built for the same atoms "
+                f"(got n_atoms {[f.n_atoms for f in featurizers]})"
+            )
+        self.parts = nn.ModuleList(featurizers)
+        self.n_atoms = featurizers[0].n_atoms
+        self.uses_box = any(f.uses_box for f in featurizers)
+        self.labels = [label for f in featurizers for label in f.labels]
+        self.feature_atoms = [atoms for f in featurizers for atoms in f.feature_atoms]
+
+    @property
+    def scale_groups(self):
+        """Scale groups of the parts, numbered so that no two parts share a group."""
+        groups, offset = [], 0
+        for part in self.parts:
+            groups.append(part.scale_groups + offset)
+            offset = int(groups[-1].max()) + 1
+        return np.concatenate(groups)
+
+    def get_config(self):
+        return {"featurizers": [featurizer_config(f) for f in self.parts]}
+
+    def forward(self, positions, box=None):
+        return torch.cat([f(positions, box) for f in self.parts], dim=1)
+
+
+def featurizer_config(featurizer):
+    """Serialisable description ``{"class": name, "kwargs": ...}`` of a featurizer."""
+    return {"class": type(featurizer).__name__, "kwargs": featurizer.get_config()}
+
+
+def featurizer_from_config(config):
+    """Rebuild a featurizer from :func:`featurizer_config` output."""
+    classes = {c.__name__: c for c in (AlignedPositions, Positions, PairwiseDistances, Dihedrals, Concatenate)}
+    kwargs = dict(config["kwargs"])
+    if config["class"] == "Concatenate":
+        kwargs["featurizers"] = [featurizer_from_config(c) for c in kwargs["featurizers"]]
+    return classes[config["class"]](**kwargs)
+
+
+def backbone_dihedral_indices(atomgroup):
+    """Backbone φ and ψ quadruplets that lie entirely inside ``atomgroup``.
+
+    Parameters
+    ----------
+    atomgroup : MDAnalysis.core.groups.AtomGroup
+
+    Returns
+    -------
+    quadruplets : numpy.ndarray of int, shape (n_dihedrals, 4)
+        Positions within ``atomgroup``.
+    names : list of str
+        ``"phi<resid>"`` / ``"psi<resid>"`` for each quadruplet.
+    """
+    position = {index: k for k, index in enumerate(atomgroup.indices)}
+    quadruplets, names = [], []
+    for residue in atomgroup.residues:
+        for kind, select in (("phi", residue.phi_selection), ("psi", residue.psi_selection)):
+            selection = select()
+            if selection is None or not all(i in position for i in selection.indices):
+                continue
+            quadruplets.append([position[i] for i in selection.indices])
+            names.append(f"{kind}{residue.resid}")
+    return np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4), names
+
+
+def _aligned(atomgroup, reference, periodic):
+    return AlignedPositions(reference, names=list(atomgroup.names))
+
+
+def _positions(atomgroup, reference, periodic):
+    return Positions(atomgroup.n_atoms, names=list(atomgroup.names))
+
+
+def _distances(atomgroup, reference, periodic):
+    if atomgroup.n_atoms < 2:
+        raise ValueError(
+            f"features='distances' needs at least 2 atoms, but the AtomGroup has {atomgroup.n_atoms}; "
+            "select more atoms"
+        )
+    return PairwiseDistances(atomgroup.n_atoms, periodic=periodic, names=list(atomgroup.names))
+
+
+def _dihedrals(atomgroup, reference, periodic):
+    quadruplets, names = backbone_dihedral_indices(atomgroup)
+    if len(quadruplets) == 0:
+        raise ValueError(
+            f"features='dihedrals' found no backbone phi/psi dihedral whose four atoms are all in the "
+            f"AtomGroup of {atomgroup.n_atoms} atoms (names {sorted(set(atomgroup.names))[:8]}...); select "
+            "the backbone atoms N, CA, C of consecutive residues, e.g. 'backbone' or 'not name H*'"
+        )
+    return Dihedrals(atomgroup.n_atoms, quadruplets, names)
+
+
+#: Featurizer builders by name: ``builder(atomgroup, reference_positions, periodic) -> Featurizer``.
+FEATURIZERS = {
+    "aligned": _aligned,
+    "positions": _positions,
+    "distances": _distances,
+    "dihedrals": _dihedrals,
+}
+
+
+def make_featurizer(features, atomgroup, reference=None, periodic=False):
+    """Build a featurizer from a name, a list of names, or return a given featurizer.
+
+    Parameters
+    ----------
+    features : str, list of str, or Featurizer
+        One of ``FEATURIZERS`` (``"aligned"``, ``"positions"``, ``"distances"``,
+        ``"dihedrals"``), a list of them (concatenated), or a ready featurizer.
+    atomgroup : MDAnalysis.core.groups.AtomGroup
+        The atoms the features are computed from.
+    reference : array_like, shape (n_atoms, 3), optional
+        Reference structure in Å for ``"aligned"``; default: current positions.
+    periodic : bool, default False
+        Whether distances use the minimum-image convention.
+
+    Returns
+    -------
+    Featurizer
+    """
+    if isinstance(features, Featurizer):
+        if features.n_atoms != atomgroup.n_atoms:
+            raise ValueError(
+                f"the featurizer was built for {features.n_atoms} atoms but the AtomGroup has "
+                f"{atomgroup.n_atoms}; build it for the same selection"
+            )
+        return features
+    names = [features] if isinstance(features, str) else list(features)
+    unknown = [n for n in names if n not in FEATURIZERS]
+    if not names or unknown:
+        raise ValueError(
+            f"features={features!r} is not known; use one of {sorted(FEATURIZERS)}, a list of them, "
+            "or a Featurizer instance"
+        )
+    if reference is None:
+        reference = atomgroup.positions
+    parts = [FEATURIZERS[n](atomgroup, reference, periodic) for n in names]
+    return parts[0] if len(parts) == 1 else Concatenate(parts)
+
+
+def _box_matrices(dimensions):
+    """Row-vector box matrices (n, 3, 3) in Å from MDAnalysis dimensions (n, 6)."""
+    return np.stack([triclinic_vectors(d) for d in dimensions]).astype(np.float32)
+
+
+class FeatureCollector(AnalysisBase):
+    """Compute the features of every analysed frame, reading positions in chunks.
+
+    Positions are buffered ``chunk_size`` frames at a time and passed through
+    the featurizer in one batched call, so memory holds the feature matrix and
+    one chunk of positions, never the whole trajectory.
+
+    Parameters
+    ----------
+    atomgroup : MDAnalysis.core.groups.AtomGroup
+        Atoms the featurizer acts on.
+    featurizer : Featurizer
+        Built for ``atomgroup``.
+    chunk_size : int, default 1000
+        Frames per batched featurizer call.
+    memory_budget : float, default 2e9
+        Bytes; when the feature matrix would exceed it (serial backend), it is
+        written to a memory-mapped temporary file instead of RAM.
+
+    Attributes
+    ----------
+    results.features : numpy.ndarray, shape (n_frames, n_features), float32
+    frames, times : numpy.ndarray, shape (n_frames,)
+        Frame indices and times (ps) of the analysed frames.
+    """
+
+    _analysis_algorithm_is_parallelizable = True
+
+    @classmethod
+    def get_supported_backends(cls):
+        return ("serial", "multiprocessing", "dask")
+
+    def __init__(self, atomgroup, featurizer, *, chunk_size=1000, memory_budget=2e9, **kwargs):
+        super().__init__(atomgroup.universe.trajectory, **kwargs)
+        self._ag = atomgroup
+        self.featurizer = featurizer
+        self.chunk_size = int(chunk_size)
+        self.memory_budget = float(memory_budget)
+        self._periodic = featurizer.uses_box and atomgroup.dimensions is not None
+
+    def _prepare(self):
+        # runs in each worker for parallel backends: it allocates only this worker's rows
+        shape = (self.n_frames, self.featurizer.n_features)
+        if shape[0] * shape[1] * 4 > self.memory_budget:
+            handle, path = tempfile.mkstemp(prefix="mdcvkit-features-", suffix=".dat")
+            os.close(handle)
+            self.results.features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        else:
+            self.results.features = np.empty(shape, dtype=np.float32)
+        size = min(self.chunk_size, max(self.n_frames, 1))
+        self._positions = np.empty((size, self._ag.n_atoms, 3), dtype=np.float32)
+        self._boxes = np.empty((size, 6), dtype=np.float32) if self._periodic else None
+        self._chunk_start = 0
+
+    def _single_frame(self):
+        row = self._frame_index - self._chunk_start
+        self._positions[row] = self._ag.positions
+        if self._boxes is not None:
+            self._boxes[row] = self._ts.dimensions
+        # flush when the buffer is full or at this worker's last frame (no hook runs after the loop)
+        if row + 1 == len(self._positions) or self._frame_index + 1 == self.n_frames:
+            self._flush(row + 1)
+
+    def _flush(self, n):
+        positions = self._positions[:n]
+        if not np.all(np.isfinite(positions)):
+            bad = self.frames[self._chunk_start + np.flatnonzero(~np.isfinite(positions).all(axis=(1, 2)))[0]]
+            raise ValueError(
+                f"frame {bad} of the trajectory has NaN or infinite coordinates; remove it with "
+                "run(frames=...) or repair the trajectory"
+            )
+        box = None if self._boxes is None else torch.from_numpy(_box_matrices(self._boxes[:n]))
+        with torch.no_grad():
+            values = self.featurizer(torch.from_numpy(positions), box).numpy()
+        self.results.features[self._chunk_start:self._chunk_start + n] = values
+        self._chunk_start += n
+
+    def _get_aggregator(self):
+        return ResultsGroup(lookup={"features": ResultsGroup.ndarray_vstack})

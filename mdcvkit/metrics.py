@@ -1,0 +1,143 @@
+"""Scores of CVs and ensembles: FEBILAE's regscore and its bootstrap threshold."""
+
+import numpy as np
+
+__all__ = ["regscore", "regscore_threshold", "knn_score"]
+
+
+def _as_2d(values, name):
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or len(array) < 2:
+        raise ValueError(f"{name} must have shape (n_frames,) or (n_frames, n_cv) with n_frames >= 2; "
+                         f"got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array
+
+
+def regscore(a, b, weights=None):
+    """R² of the best affine map from CV ``a`` to CV ``b`` (FEBILAE's convergence score).
+
+    Fits ``b ≈ a W + c`` by (weighted) least squares and returns the
+    coefficient of determination averaged uniformly over the components of
+    ``b``, as scikit-learn's ``LinearRegression().score(a, b)``. It is 1 when
+    ``b`` is an affine function of ``a`` and is not symmetric in general.
+
+    Parameters
+    ----------
+    a, b : array_like, shape (n_frames,) or (n_frames, n_cv)
+        Two CVs evaluated on the same frames (xarray DataArrays work).
+    weights : array_like, shape (n_frames,), optional
+        Frame weights; uniform when None.
+
+    Returns
+    -------
+    float
+        Score in (-inf, 1]; a constant component of ``b`` scores 1 if
+        predicted exactly, else 0.
+
+    References
+    ----------
+    Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
+    """
+    x, y = _as_2d(a, "a"), _as_2d(b, "b")
+    if len(x) != len(y):
+        raise ValueError(f"a has {len(x)} frames but b has {len(y)}; evaluate both CVs on the same frames")
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != len(x) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(x)} finite non-negative values, not all zero")
+    w = w / w.sum()
+    design = np.hstack([x, np.ones((len(x), 1))])
+    sw = np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(design * sw, y * sw, rcond=None)
+    residual = (w[:, None] * (y - design @ coef) ** 2).sum(0)
+    total = (w[:, None] * (y - (w[:, None] * y).sum(0)) ** 2).sum(0)
+    scores = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), (residual <= 1e-12).astype(float))
+    return float(scores.mean())
+
+
+def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentile=5.0, seed=0):
+    """Bootstrap threshold for regscore between CVs that differ only by sampling noise (FEBILAE).
+
+    A CV is trained on each of ``n_bootstrap`` random sub-samples holding
+    ``fraction`` of the frames; the regscores between the CV trained on all
+    frames and each sub-sample CV (both evaluated on all frames) measure how
+    much regscore a CV loses from finite data alone. Their ``percentile``-th
+    percentile is the threshold above which two successive CVs are taken as
+    the same.
+
+    Parameters
+    ----------
+    fit_cv : callable
+        ``fit_cv(indices) -> array (n_frames, n_cv)``: trains a CV on the
+        frames ``indices`` (None: all frames) and returns it on all frames.
+    n_frames : int
+        Number of frames.
+    n_bootstrap : int, default 10
+    fraction : float, default 0.1
+        Fraction of frames per sub-sample, in (0, 1].
+    percentile : float, default 5.0
+    seed : int, default 0
+
+    Returns
+    -------
+    threshold : float
+    scores : numpy.ndarray, shape (n_bootstrap,)
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction} must be in (0, 1], e.g. 0.1")
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap={n_bootstrap} must be at least 1")
+    rng = np.random.default_rng(seed)
+    size = max(2, int(round(fraction * n_frames)))
+    full = fit_cv(None)
+    scores = np.array([regscore(full, fit_cv(np.sort(rng.choice(n_frames, size, replace=False))))
+                       for _ in range(n_bootstrap)])
+    return float(np.percentile(scores, percentile)), scores
+
+
+def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed=0):
+    """How well a CV determines other quantities: held-out R² of k-nearest-neighbour regression.
+
+    A k-nearest-neighbour regressor from ``cv`` to ``targets`` is trained on
+    part of the frames and scored on contiguous held-out blocks (chosen as in
+    :func:`mdcvkit.training.validation_mask`, never crossing trajectories), so
+    that time-correlated neighbours of a test frame are not in the training
+    set.
+
+    Parameters
+    ----------
+    cv : array_like, shape (n_frames, n_cv)
+        CV time series (e.g. ``results.cv``).
+    targets : array_like, shape (n_frames, n_targets)
+        Quantities to predict, e.g. (sin φ, cos φ, sin ψ, cos ψ).
+    lengths : sequence of int, optional
+        Frames per trajectory; one trajectory when None.
+    n_neighbors : int, default 10
+    test_fraction : float, default 0.3
+    seed : int, default 0
+
+    Returns
+    -------
+    xarray.DataArray (scalar)
+        R² averaged uniformly over targets; attrs ``per_target`` (R² of each
+        target) and ``n_neighbors``.
+    """
+    import xarray as xr
+    from sklearn.metrics import r2_score
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from .training import validation_mask
+
+    x, y = _as_2d(cv, "cv"), _as_2d(targets, "targets")
+    if len(x) != len(y):
+        raise ValueError(f"cv has {len(x)} frames but targets has {len(y)}; pass values of the same frames")
+    test = validation_mask([len(x)] if lengths is None else lengths, test_fraction, seed=seed)
+    model = KNeighborsRegressor(n_neighbors=n_neighbors).fit(x[~test], y[~test])
+    predicted = model.predict(x[test])
+    per_target = r2_score(y[test], predicted, multioutput="raw_values")
+    return xr.DataArray(float(per_target.mean()), attrs={
+        "long_name": "held-out R² of kNN regression", "units": "", "per_target": per_target.tolist(),
+        "n_neighbors": n_neighbors})

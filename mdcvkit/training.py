@@ -1,0 +1,382 @@
+"""The single training loop of the autoencoder family.
+
+:class:`Trainer` fits any :class:`mdcvkit.models.BaseAutoencoder` on a plain
+feature matrix (so toy data and features computed by other tools train without
+a Universe): Adam, a train/validation split in contiguous blocks of frames that
+never cross trajectory boundaries, early stopping on the validation loss with
+the best weights restored, per-frame weights (FEBILAE reweighting) through
+multinomial minibatches, data kept on the device, seeds for reproducibility.
+
+:func:`weighted_mean` is the one weighted reduction, Σwᵢvᵢ / Σwᵢ, used by every
+loss term, the validation loss and the input normalisation statistics.
+"""
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.special import logsumexp
+from tqdm.auto import tqdm
+
+__all__ = [
+    "weighted_mean",
+    "normalize_weights",
+    "resolve_device",
+    "validation_mask",
+    "lagged_pairs",
+    "Trainer",
+    "TrainingResult",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Fewest frames a model is trained on.
+MIN_FRAMES = 10
+
+
+def weighted_mean(values, weights=None):
+    """Weighted mean over the first axis, Σᵢ wᵢ vᵢ / Σᵢ wᵢ.
+
+    Parameters
+    ----------
+    values : torch.Tensor, shape (n,) or (n, ...)
+    weights : torch.Tensor, shape (n,), optional
+        Non-negative weights (any normalisation); the plain mean when None.
+
+    Returns
+    -------
+    torch.Tensor, shape values.shape[1:]
+    """
+    if weights is None:
+        return values.mean(dim=0)
+    w = weights.to(device=values.device, dtype=values.dtype).reshape(-1, *([1] * (values.ndim - 1)))
+    return (w * values).sum(dim=0) / w.sum()
+
+
+def normalize_weights(n_frames, weights=None, log_weights=None):
+    """Check frame weights and return them as probabilities (float64, summing to 1).
+
+    Parameters
+    ----------
+    n_frames : int
+        Number of frames the weights refer to.
+    weights : array_like, shape (n_frames,), optional
+        Non-negative, finite, not all zero.
+    log_weights : array_like, shape (n_frames,), optional
+        Natural logarithms of the weights (``-inf`` for zero weight); use them
+        for large biases, e.g. ``beta * V_bias``: they are normalised with
+        logsumexp in float64 and never overflow.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (n_frames,), or None when both are None.
+    """
+    if weights is not None and log_weights is not None:
+        raise ValueError("pass either weights or log_weights, not both")
+    if weights is None and log_weights is None:
+        return None
+    name, given = ("weights", weights) if weights is not None else ("log_weights", log_weights)
+    values = np.asarray(given, dtype=np.float64).reshape(-1)
+    if len(values) != n_frames:
+        raise ValueError(
+            f"{name} has length {len(values)} but there are {n_frames} frames; pass one value per "
+            "analysed frame (mind start/stop/step/frames)"
+        )
+    if name == "weights":
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"weights hold {np.sum(~np.isfinite(values))} NaN or infinite values; "
+                             "pass finite weights or log_weights")
+        if np.any(values < 0):
+            raise ValueError(f"weights hold negative values (min {values.min():g}); weights must be >= 0")
+        if not np.any(values > 0):
+            raise ValueError("weights are all zero; at least one frame needs a positive weight")
+        with np.errstate(divide="ignore"):
+            values = np.log(values)
+    elif np.any(np.isnan(values)) or np.any(values == np.inf):
+        raise ValueError("log_weights hold NaN or +inf values; pass finite log-weights (-inf means weight 0)")
+    elif np.all(values == -np.inf):
+        raise ValueError("log_weights are all -inf (all weights zero); at least one frame needs a weight")
+    return np.exp(values - logsumexp(values))
+
+
+def resolve_device(device="auto"):
+    """Return the torch device for ``device`` ("auto": CUDA when present, else CPU)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device; use 'auto', 'cpu' or 'cuda'") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'")
+    return resolved
+
+
+def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
+    """Choose validation frames as whole contiguous blocks that never cross trajectories.
+
+    Each trajectory is cut into blocks of about ``sum(lengths) / n_blocks``
+    frames; blocks are drawn at random (seeded) until at least
+    ``validation_fraction`` of the frames are held out. Contiguous blocks keep
+    time-correlated neighbours out of the validation set.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Number of frames of each trajectory.
+    validation_fraction : float, default 0.2
+        Fraction of frames held out, in [0, 1).
+    n_blocks : int, default 20
+        Approximate number of blocks over all frames.
+    seed : int, default 0
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (sum(lengths),)
+        True for validation frames.
+    """
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1); e.g. 0.2")
+    n_frames = int(np.sum(lengths))
+    mask = np.zeros(n_frames, dtype=bool)
+    if validation_fraction == 0:
+        return mask
+    block = max(1, int(np.ceil(n_frames / n_blocks)))
+    starts, stops = [], []
+    offset = 0
+    for length in lengths:
+        for start in range(0, length, block):
+            starts.append(offset + start)
+            stops.append(offset + min(start + block, length))
+        offset += length
+    order = np.random.default_rng(seed).permutation(len(starts))
+    target = validation_fraction * n_frames
+    for k in order:
+        if mask.sum() >= target:
+            break
+        mask[starts[k]:stops[k]] = True
+    return mask
+
+
+def lagged_pairs(lengths, lag=0):
+    """Index pairs (t, t + lag) that stay inside one trajectory.
+
+    Parameters
+    ----------
+    lengths : sequence of int
+        Number of frames of each trajectory (rows are stored trajectory after trajectory).
+    lag : int, default 0
+        Lag in frames; 0 gives each frame paired with itself.
+
+    Returns
+    -------
+    source, target : numpy.ndarray of int64
+    """
+    sources = [offset + np.arange(max(length - lag, 0))
+               for offset, length in zip(np.cumsum([0, *lengths[:-1]]), lengths, strict=True)]
+    source = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
+    return source, source + lag
+
+
+@dataclass
+class TrainingResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes
+    ----------
+    model : BaseAutoencoder
+        The fitted model (a new object; the model passed in is not changed).
+    history : xarray.Dataset
+        Dim ``epoch``: ``train`` and ``validation`` loss and each train loss term.
+    validation : numpy.ndarray of bool, shape (n_frames,)
+        Which frames were held out.
+    best_epoch : int
+        Epoch whose weights were restored.
+    """
+
+    model: torch.nn.Module
+    history: xr.Dataset
+    validation: np.ndarray
+    best_epoch: int
+
+
+class Trainer:
+    """Train any model of the autoencoder family on a feature matrix.
+
+    Parameters
+    ----------
+    max_epochs : int, default 200
+    batch_size : int, default 256
+        Frames per minibatch; with fewer training frames the batch shrinks.
+    learning_rate : float, default 1e-3
+        Adam learning rate.
+    patience : int, default 20
+        Epochs without improvement of the validation loss before stopping.
+    validation_fraction : float, default 0.2
+        Fraction of frames held out in contiguous blocks; 0 trains on all
+        frames and early-stops on the training loss.
+    n_blocks : int, default 20
+        Approximate number of contiguous blocks the frames are cut into.
+    device : str, default "auto"
+        "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    seed : int, default 0
+        Seeds the split, the minibatches and torch.
+    verbose : bool, default False
+        Show a tqdm progress bar over epochs.
+
+    Notes
+    -----
+    With uniform weights each epoch visits every training frame once in a
+    random order. With weights, each epoch draws as many frames as there are
+    training frames by multinomial sampling with replacement in proportion to
+    the weights, so every minibatch is an unweighted sample of the target
+    distribution; the validation loss is the weighted mean over validation
+    frames.
+    """
+
+    def __init__(self, *, max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
+                 validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=False):
+        for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
+                            ("n_blocks", n_blocks)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate={learning_rate!r} must be positive, e.g. 1e-3")
+        if not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1); e.g. 0.2")
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.n_blocks = n_blocks
+        self.device = device
+        self.seed = seed
+        self.verbose = verbose
+
+    def fit(self, model, features, *, weights=None, log_weights=None, lengths=None, lag=0):
+        """Train a copy of ``model`` on ``features``.
+
+        Parameters
+        ----------
+        model : BaseAutoencoder
+            An initialised model; it is copied, never changed.
+        features : array_like, shape (n_frames, n_features)
+            Raw features (numpy array, memory map or tensor), trajectory after trajectory.
+        weights, log_weights : array_like, shape (n_frames,), optional
+            Frame weights (see :func:`normalize_weights`).
+        lengths : sequence of int, optional
+            Frames per trajectory; one trajectory when None.
+        lag : int, default 0
+            Lag in frames of the (input, target) pairs for time-lagged models.
+
+        Returns
+        -------
+        TrainingResult
+        """
+        device = resolve_device(self.device)
+        data = torch.as_tensor(features)
+        if data.ndim != 2 or data.shape[1] != model.n_features:
+            raise ValueError(
+                f"features have shape {tuple(data.shape)} but the model expects (n_frames, "
+                f"{model.n_features}); build the model for these features"
+            )
+        n_frames = data.shape[0]
+        lengths = [n_frames] if lengths is None else [int(n) for n in lengths]
+        if sum(lengths) != n_frames or min(lengths) < 1:
+            raise ValueError(f"lengths={lengths} must be positive and sum to n_frames={n_frames}")
+        if n_frames < MIN_FRAMES:
+            raise ValueError(
+                f"only {n_frames} frames to train on; at least {MIN_FRAMES} are needed: run over more frames"
+            )
+        if not torch.isfinite(data).all():
+            raise ValueError("features hold NaN or infinite values; check the input coordinates")
+        p = normalize_weights(n_frames, weights, log_weights)
+        val_mask = validation_mask(lengths, self.validation_fraction, self.n_blocks, self.seed)
+        source, target = lagged_pairs(lengths, lag)
+        keep = val_mask[source] == val_mask[target]  # no pair straddles the split
+        source, target = source[keep], target[keep]
+        is_val = val_mask[source]
+        n_train, n_val = int((~is_val).sum()), int(is_val.sum())
+        if n_train < 2 or (self.validation_fraction > 0 and n_val < 1):
+            raise ValueError(
+                f"{n_frames} frames (lag={lag}) leave {n_train} training and {n_val} validation "
+                f"{'pairs' if lag else 'frames'} with validation_fraction={self.validation_fraction}; "
+                "run over more frames or lower validation_fraction"
+            )
+        if p is not None and p[source[~is_val]].sum() <= 0:
+            raise ValueError("all training frames have zero weight; check weights or validation_fraction")
+
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        model = copy.deepcopy(model).to(device)
+        data = data.to(device=device, dtype=torch.float32)
+        train_idx = torch.as_tensor(source[~is_val]), torch.as_tensor(target[~is_val])
+        val_idx = torch.as_tensor(source[is_val]), torch.as_tensor(target[is_val])
+        w = None if p is None else torch.as_tensor(p, dtype=torch.float64)
+        train_w = None if w is None else w[train_idx[0]]
+        val_w = None if w is None else w[val_idx[0]].to(device)
+        model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+        records, best = [], (np.inf, -1, None)
+        epochs = tqdm(range(self.max_epochs), disable=not self.verbose, desc="training", unit="epoch")
+        for epoch in epochs:
+            model.train()
+            if train_w is None:
+                order = torch.randperm(n_train, generator=generator)
+            else:
+                order = torch.multinomial(train_w, n_train, replacement=True, generator=generator)
+            total, terms_sum = 0.0, {}
+            for start in range(0, n_train, self.batch_size):
+                batch = order[start:start + self.batch_size]
+                x = data[train_idx[0][batch].to(device)]
+                y = data[train_idx[1][batch].to(device)]
+                loss, terms = model.loss(x, y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the training loss became {float(loss)} at epoch {epoch}; lower learning_rate "
+                        f"(now {self.learning_rate}) or check the inputs for extreme values"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total = total + loss.detach() * len(batch)
+                for name, value in terms.items():
+                    terms_sum[name] = terms_sum.get(name, 0.0) + value * len(batch)
+            record = {"train": float(total) / n_train,
+                      **{f"train_{k}": float(v) / n_train for k, v in terms_sum.items()}}
+            record["validation"] = self._evaluate(model, data, val_idx, val_w) if n_val else record["train"]
+            records.append(record)
+            if self.verbose:
+                epochs.set_postfix(train=f"{record['train']:.4g}", validation=f"{record['validation']:.4g}")
+            if record["validation"] < best[0]:
+                best = (record["validation"], epoch, copy.deepcopy(model.state_dict()))
+            elif epoch - best[1] >= self.patience:
+                logger.info("early stopping at epoch %d, best epoch %d", epoch, best[1])
+                break
+        model.load_state_dict(best[2])
+        model.eval()
+        history = xr.Dataset(
+            {name: ("epoch", [r[name] for r in records]) for name in records[0]},
+            coords={"epoch": np.arange(len(records))},
+            attrs={"long_name": "loss", "best_epoch": best[1]},
+        )
+        return TrainingResult(model=model, history=history, validation=val_mask, best_epoch=best[1])
+
+    @staticmethod
+    def _evaluate(model, data, index, weights, chunk=65536):
+        """Weighted mean validation loss, evaluated in chunks without gradients."""
+        model.eval()
+        with torch.no_grad():
+            terms = {}
+            for start in range(0, len(index[0]), chunk):
+                x = data[index[0][start:start + chunk].to(data.device)]
+                y = data[index[1][start:start + chunk].to(data.device)]
+                for name, value in model.loss_terms(x, y).items():
+                    terms.setdefault(name, []).append(value)
+            total = sum(weighted_mean(torch.cat(values), weights) for values in terms.values())
+        return float(total)

@@ -1,0 +1,195 @@
+import MDAnalysis as mda
+import numpy as np
+import pytest
+import torch
+from MDAnalysis.analysis import rms
+from MDAnalysis.lib.distances import calc_bonds, calc_dihedrals
+from MDAnalysis.lib.mdamath import triclinic_vectors
+from MDAnalysisTests.datafiles import DCD, PSF
+
+from mdcvkit import datasets
+from mdcvkit.features import (
+    AlignedPositions,
+    Concatenate,
+    Dihedrals,
+    FeatureCollector,
+    PairwiseDistances,
+    Positions,
+    backbone_dihedral_indices,
+    featurizer_config,
+    featurizer_from_config,
+    kabsch_align,
+    make_featurizer,
+)
+
+
+@pytest.fixture(scope="module")
+def ala2():
+    return datasets.alanine_dipeptide()
+
+
+@pytest.fixture(scope="module")
+def adk():
+    return mda.Universe(PSF, DCD)
+
+
+def random_rotation(seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def test_kabsch_matches_mdanalysis_rmsd(adk):
+    ca = adk.select_atoms("name CA")
+    ref = ca.positions.copy()
+    frames = []
+    for ts in adk.trajectory[::20]:
+        frames.append(ca.positions.copy())
+    frames = np.array(frames)
+    aligned = kabsch_align(torch.from_numpy(frames).double(), torch.from_numpy(ref).double()).numpy()
+    ref_c = ref - ref.mean(0)
+    ours = np.sqrt(((aligned - ref_c) ** 2).sum(-1).mean(-1))
+    theirs = [rms.rmsd(f, ref, center=True, superposition=True) for f in frames]
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_aligned_features_invariant_to_rigid_motion(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    ala2.trajectory[0]
+    ref = heavy.positions.copy()
+    ala2.trajectory[123]
+    x = heavy.positions.astype(np.float64)
+    moved = x @ random_rotation(3).T + np.array([5.0, -2.0, 11.0])
+    featurizer = AlignedPositions(ref).double()
+    a = featurizer(torch.from_numpy(x[None]))
+    b = featurizer(torch.from_numpy(moved[None]))
+    torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+
+
+def test_aligned_gradient_is_finite_and_translation_free(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = AlignedPositions(heavy.positions).double()
+    x = torch.tensor(heavy.positions[None], dtype=torch.float64, requires_grad=True)
+    value = featurizer(x + 0.3 * torch.randn_like(x)).sin().sum()
+    (grad,) = torch.autograd.grad(value, x)
+    assert torch.isfinite(grad).all()
+    # a function of aligned coordinates does not change under translation: forces sum to zero
+    torch.testing.assert_close(grad.sum(1), torch.zeros(1, 3, dtype=torch.float64), atol=1e-8, rtol=0)
+    assert torch.autograd.gradcheck(featurizer, (x.detach().clone().requires_grad_(),), eps=1e-6, atol=1e-4)
+
+
+def test_distances_match_mdanalysis_triclinic_box():
+    rng = np.random.default_rng(0)
+    dims = np.array([30.0, 35.0, 40.0, 70.0, 80.0, 65.0], dtype=np.float32)
+    box = triclinic_vectors(dims)
+    positions = (rng.random((4, 12, 3)) @ box).astype(np.float32) * 1.3  # some atoms outside the box
+    featurizer = PairwiseDistances(12, periodic=True)
+    ours = featurizer(torch.from_numpy(positions).double(),
+                      torch.from_numpy(np.repeat(box[None], 4, 0)).double()).numpy()
+    pairs = featurizer.pairs.numpy()
+    for f in range(4):
+        theirs = calc_bonds(positions[f, pairs[:, 0]], positions[f, pairs[:, 1]], box=dims)
+        np.testing.assert_allclose(ours[f], theirs, atol=1e-3)
+
+
+def test_distances_without_box_are_euclidean(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = make_featurizer("distances", heavy)
+    d = featurizer(torch.from_numpy(heavy.positions[None])).numpy()[0]
+    i, j = featurizer.pairs.numpy().T
+    np.testing.assert_allclose(d, np.linalg.norm(heavy.positions[i] - heavy.positions[j], axis=1), rtol=1e-5)
+    assert featurizer.n_features == heavy.n_atoms * (heavy.n_atoms - 1) // 2
+
+
+def test_backbone_dihedrals_match_mdanalysis(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    quads, names = backbone_dihedral_indices(heavy)
+    assert names == ["phi2", "psi2"]
+    featurizer = Dihedrals(heavy.n_atoms, quads, names)
+    positions = np.array([heavy.positions.copy() for _ in ala2.trajectory[:200:10]])
+    ours = featurizer(torch.from_numpy(positions).double()).numpy()
+    for k in range(2):
+        a, b, c, d = (positions[:, quads[k, m]] for m in range(4))
+        theirs = calc_dihedrals(a, b, c, d)
+        np.testing.assert_allclose(ours[:, 2 * k], np.sin(theirs), atol=1e-5)
+        np.testing.assert_allclose(ours[:, 2 * k + 1], np.cos(theirs), atol=1e-5)
+
+
+def test_concatenate_and_config_round_trip(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = make_featurizer(["aligned", "distances", "dihedrals"], heavy)
+    assert isinstance(featurizer, Concatenate)
+    assert featurizer.n_features == 30 + 45 + 4 == len(featurizer.feature_atoms)
+    rebuilt = featurizer_from_config(featurizer_config(featurizer))
+    rebuilt.load_state_dict(featurizer.state_dict())
+    x = torch.from_numpy(heavy.positions[None])
+    torch.testing.assert_close(featurizer(x), rebuilt(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("features", ["aligned", "positions", "distances", "dihedrals"])
+def test_collector_matches_direct_featurization(ala2, features):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = make_featurizer(features, heavy)
+    collector = FeatureCollector(heavy, featurizer, chunk_size=7).run(stop=50)
+    direct = np.array([featurizer(torch.from_numpy(heavy.positions[None])).numpy()[0]
+                       for _ in ala2.trajectory[:50]])
+    np.testing.assert_allclose(collector.results.features, direct, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(collector.frames, np.arange(50))
+
+
+def test_collector_parallel_backend_equals_serial(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = make_featurizer("aligned", heavy)
+    serial = FeatureCollector(heavy, featurizer, chunk_size=16).run(stop=101)
+    parallel = FeatureCollector(heavy, featurizer, chunk_size=16).run(stop=101, backend="multiprocessing",
+                                                                        n_workers=2)
+    np.testing.assert_array_equal(serial.results.features, parallel.results.features)
+
+
+def test_collector_spills_to_memory_map(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    featurizer = make_featurizer("positions", heavy)
+    collector = FeatureCollector(heavy, featurizer, memory_budget=100).run(stop=20)
+    assert isinstance(collector.results.features, np.memmap)
+    np.testing.assert_allclose(collector.results.features[3], heavy.universe.trajectory[3].positions[
+        heavy.indices].reshape(-1), rtol=1e-6)
+
+
+def test_collector_uses_box_of_periodic_universe():
+    u = mda.Universe.empty(4, trajectory=True)
+    u.dimensions = [10.0, 10.0, 10.0, 90.0, 90.0, 90.0]
+    u.atoms.positions = [[0.5, 0, 0], [9.5, 0, 0], [5, 5, 5], [5, 5, 9]]
+    featurizer = make_featurizer("distances", u.atoms, periodic=True)
+    values = FeatureCollector(u.atoms, featurizer).run().results.features[0]
+    assert values[0] == pytest.approx(1.0, abs=1e-5)  # across the boundary, not 9 Å
+
+
+def test_nan_coordinates_give_clear_error():
+    u = mda.Universe.empty(3, trajectory=True)
+    u.atoms.positions = [[0, 0, 0], [1, 0, 0], [np.nan, 0, 0]]
+    featurizer = Positions(3)
+    with pytest.raises(ValueError, match="NaN or infinite coordinates"):
+        FeatureCollector(u.atoms, featurizer).run()
+
+
+def test_bad_featurizer_requests(ala2):
+    with pytest.raises(ValueError, match="features='bogus' is not known"):
+        make_featurizer("bogus", ala2.atoms)
+    with pytest.raises(ValueError, match="no backbone phi/psi"):
+        make_featurizer("dihedrals", ala2.select_atoms("name CA CB"))
+    with pytest.raises(ValueError, match="at least 3 atoms"):
+        make_featurizer("aligned", ala2.select_atoms("name CA CB"))
+    with pytest.raises(ValueError, match="expects"):
+        Positions(3)(torch.zeros(1, 4, 3))
+
+
+def test_constant_features_are_not_divided_by_zero():
+    from mdcvkit.models import Normalization
+
+    x = torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
+    norm = Normalization(2).fit(x)
+    y = norm(x)
+    assert torch.isfinite(y).all()
+    assert bool(norm.constant[1]) and not bool(norm.constant[0])
+    torch.testing.assert_close(y[:, 1], torch.zeros(3))
+    torch.testing.assert_close(norm.inverse(y), x)

@@ -1,0 +1,146 @@
+import numpy as np
+import pytest
+import torch
+
+from mdcvkit.models import AutoEncoder
+from mdcvkit.training import (
+    Trainer,
+    lagged_pairs,
+    normalize_weights,
+    resolve_device,
+    validation_mask,
+    weighted_mean,
+)
+
+
+def test_weighted_mean_matches_numpy_and_does_not_square_weights():
+    values = torch.tensor([1.0, 3.0])
+    assert float(weighted_mean(values, torch.tensor([2.0, 0.0]))) == 1.0
+    rng = np.random.default_rng(0)
+    v, w = rng.normal(size=(50, 3)), rng.random(50)
+    np.testing.assert_allclose(weighted_mean(torch.from_numpy(v), torch.from_numpy(w)).numpy(),
+                               np.average(v, axis=0, weights=w))
+    np.testing.assert_allclose(weighted_mean(torch.from_numpy(v)).numpy(), v.mean(0))
+
+
+def test_log_weights_do_not_overflow():
+    p = normalize_weights(3, log_weights=[1000.0, 1000.0 + np.log(3), -np.inf])
+    np.testing.assert_allclose(p, [0.25, 0.75, 0.0])
+    np.testing.assert_allclose(normalize_weights(2, weights=[2, 6]), [0.25, 0.75])
+    assert normalize_weights(4) is None
+
+
+@pytest.mark.parametrize("weights, match", [
+    ([1, 2], "length 2 but there are 3 frames"),
+    ([1, -1, 1], "negative"),
+    ([0, 0, 0], "all zero"),
+    ([1, np.nan, 1], "NaN or infinite"),
+    ([1, np.inf, 1], "NaN or infinite"),
+])
+def test_bad_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        normalize_weights(3, weights=weights)
+
+
+def test_validation_blocks_are_contiguous_and_respect_trajectories():
+    lengths = [95, 40, 65]
+    mask = validation_mask(lengths, 0.2, n_blocks=10, seed=1)
+    assert 0.2 <= mask.mean() < 0.35
+    block = 20
+    edges = np.flatnonzero(np.diff(mask.astype(int))) + 1
+    boundaries = set(np.cumsum(lengths)) | {0}
+    # every change of train/validation happens at a block edge of some trajectory
+    for edge in edges:
+        start = max(b for b in boundaries if b <= edge)
+        assert (edge - start) % block == 0 or edge in boundaries
+    assert not validation_mask(lengths, 0.0).any()
+
+
+def test_lagged_pairs_never_cross_trajectories():
+    source, target = lagged_pairs([5, 3], lag=2)
+    np.testing.assert_array_equal(source, [0, 1, 2, 5])
+    np.testing.assert_array_equal(target, [2, 3, 4, 7])
+
+
+def make_data(n=600, seed=0):
+    """Points on a noisy 1-D curve embedded in 3-D."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-1, 1, n)
+    x = np.stack([t, t**2, np.sin(2 * t)], axis=1) + 0.01 * rng.normal(size=(n, 3))
+    return x.astype(np.float32), t
+
+
+def test_training_learns_and_restores_best_weights():
+    x, t = make_data()
+    torch.manual_seed(0)
+    model = AutoEncoder(3, 1, hidden=(16,))
+    fit = Trainer(max_epochs=60, batch_size=32, learning_rate=5e-3, seed=0).fit(model, x)
+    history = fit.history
+    assert history["validation"][fit.best_epoch] == history["validation"].min()
+    assert float(history["validation"].min()) < 0.05 * float(history["validation"][0])
+    # the model passed in was not trained
+    assert not torch.equal(model.encoder[0].weight, fit.model.encoder[0].weight)
+    z = fit.model.encode(torch.from_numpy(x)).detach().numpy()[:, 0]
+    assert abs(np.corrcoef(z, t)[0, 1]) > 0.95
+
+
+def test_same_seed_same_model():
+    x, _ = make_data(200)
+    fits = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        fits.append(Trainer(max_epochs=5, seed=3).fit(AutoEncoder(3, 1, hidden=(8,)), x).model)
+    for a, b in zip(fits[0].state_dict().values(), fits[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_weights_change_what_is_learned():
+    """Frames with zero weight are never drawn: a model trained on half the data with weights [1, 0]
+    matches the normalisation of that half."""
+    x, _ = make_data(400)
+    w = np.r_[np.ones(200), np.zeros(200)]
+    x[200:] += 50.0
+    torch.manual_seed(0)
+    fit = Trainer(max_epochs=2, seed=0, validation_fraction=0.0).fit(AutoEncoder(3, 1), x, weights=w)
+    np.testing.assert_allclose(fit.model.normalization.mean.numpy(), x[:200].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_loss_is_reported():
+    x, _ = make_data(200)
+    with pytest.raises(FloatingPointError, match="lower learning_rate"):
+        Trainer(max_epochs=3, learning_rate=1e12, seed=0).fit(AutoEncoder(3, 1, activation=None), x * 1e18)
+
+
+def test_too_few_frames():
+    x, _ = make_data(5)
+    with pytest.raises(ValueError, match="only 5 frames"):
+        Trainer().fit(AutoEncoder(3, 1), x)
+    x, _ = make_data(12)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        Trainer(validation_fraction=0.9, n_blocks=1).fit(AutoEncoder(3, 1), x)
+    # fewer frames than the batch size is fine: the batch shrinks
+    Trainer(max_epochs=2, batch_size=1000).fit(AutoEncoder(3, 1), make_data(40)[0])
+
+
+def test_bad_trainer_settings():
+    with pytest.raises(ValueError, match="max_epochs=0"):
+        Trainer(max_epochs=0)
+    with pytest.raises(ValueError, match="validation_fraction=1.5"):
+        Trainer(validation_fraction=1.5)
+    with pytest.raises(ValueError, match="device='tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="expects"):
+        Trainer().fit(AutoEncoder(4, 1), make_data(40)[0])
+
+
+def test_auto_device_is_cpu_without_cuda():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_keeps_every_tensor_on_the_device():
+    x, _ = make_data(300)
+    fit = Trainer(max_epochs=3, device="cuda", seed=0).fit(AutoEncoder(3, 1), x, weights=np.ones(300))
+    assert all(t.device.type == "cuda" for t in fit.model.state_dict().values())
+    assert np.isfinite(fit.history["validation"].values).all()
