@@ -1,5 +1,6 @@
 """MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
 
+import warnings
 from pathlib import Path
 
 import MDAnalysis as mda
@@ -414,7 +415,9 @@ class AutoencoderCV(AnalysisBase):
 
         The exported module takes positions ``(n_frames, n_atoms, 3)`` in Å
         (float32) and, for periodic distance features, the box ``(n_frames,
-        3, 3)`` in Å as second argument. Written atomically.
+        3, 3)`` in Å as second argument. Written atomically. TorchScript is
+        deprecated in recent torch releases but is what PLUMED's PYTORCH_MODEL
+        and OpenMM-Torch load.
         """
         self._check_fitted("to_torchscript")
         module = self.results.model
@@ -422,7 +425,10 @@ class AutoencoderCV(AnalysisBase):
         example = (torch.randn(2, n_atoms, 3) * 3,)
         if module.featurizer.uses_box:
             example = (*example, torch.eye(3).expand(2, 3, 3) * 50)
-        traced = torch.jit.trace(module, example, check_trace=False)
+        with warnings.catch_warnings():
+            # torch >= 2.10 marks TorchScript deprecated, but PLUMED and OpenMM-Torch load only TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(module, example, check_trace=False)
         with atomic_path(path) as tmp:
             traced.save(str(tmp))
         return Path(path)

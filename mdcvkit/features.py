@@ -71,6 +71,8 @@ class Featurizer(nn.Module):
 
     def check_positions(self, positions):
         """Raise ValueError unless ``positions`` has shape ``(n_frames, n_atoms, 3)``."""
+        if torch.jit.is_tracing():
+            return  # shapes are fixed by the example input of the trace
         if positions.ndim != 3 or positions.shape[1:] != (self.n_atoms, 3):
             raise ValueError(
                 f"positions have shape {tuple(positions.shape)}, but {type(self).__name__} expects "
@@ -156,7 +158,7 @@ class AlignedPositions(Featurizer):
     def forward(self, positions, box=None):
         self.check_positions(positions)
         aligned = kabsch_align(positions, self.reference.to(positions.dtype), self.weights)
-        return aligned.reshape(len(positions), -1)
+        return aligned.flatten(1)
 
 
 class Positions(Featurizer):
@@ -182,7 +184,7 @@ class Positions(Featurizer):
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
-        return positions.reshape(len(positions), -1)
+        return positions.flatten(1)
 
 
 def _minimum_image(delta, box):
@@ -194,8 +196,8 @@ def _minimum_image(delta, box):
     MDAnalysis accepts.
     """
     inverse = torch.linalg.inv(box)
-    fractional = delta @ inverse[:, None]
-    wrapped = (fractional - torch.round(fractional)) @ box[:, None]
+    fractional = delta @ inverse
+    wrapped = (fractional - torch.round(fractional)) @ box
     off_diagonal = box - torch.diag_embed(torch.diagonal(box, dim1=1, dim2=2))
     if not bool(off_diagonal.abs().max() > 0):
         return wrapped
@@ -269,7 +271,7 @@ def dihedral_angles(positions, quadruplets):
     n1 = torch.cross(b0, b1, dim=-1)
     n2 = torch.cross(b1, b2, dim=-1)
     m1 = torch.cross(n1, b1 / torch.linalg.norm(b1, dim=-1, keepdim=True), dim=-1)
-    return torch.atan2((m1 * n2).sum(-1), (n1 * n2).sum(-1))
+    return -torch.atan2((m1 * n2).sum(-1), (n1 * n2).sum(-1))
 
 
 class Dihedrals(Featurizer):
@@ -313,7 +315,7 @@ class Dihedrals(Featurizer):
     def forward(self, positions, box=None):
         self.check_positions(positions)
         angles = dihedral_angles(positions, self.quadruplets)
-        return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(len(positions), -1)
+        return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
 class Concatenate(Featurizer):
@@ -515,9 +517,13 @@ class FeatureCollector(AnalysisBase):
         self.chunk_size = int(chunk_size)
         self.memory_budget = float(memory_budget)
         self._periodic = featurizer.uses_box and atomgroup.dimensions is not None
+        self._parent_pid = os.getpid()
 
     def _prepare(self):
         # runs in each worker for parallel backends: it allocates only this worker's rows
+        if os.getpid() != self._parent_pid:
+            # torch's OpenMP pool does not survive fork(); one thread per worker process
+            torch.set_num_threads(1)
         shape = (self.n_frames, self.featurizer.n_features)
         if shape[0] * shape[1] * 4 > self.memory_budget:
             handle, path = tempfile.mkstemp(prefix="mdcvkit-features-", suffix=".dat")
