@@ -36,8 +36,10 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mdcvkit tests benchmarks data
 	$(PY) -m pytest -q
 
+# mlcolvar pins scikit-learn<1.8: install its other requirements, then mlcolvar without them
 bench: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) -m pip install --quiet --no-deps "mlcolvar>=1.2"
 	$(PY) benchmarks/run_all.py
 
 clean:

@@ -12,7 +12,7 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, features, metrics, models, plot, training
+from . import biasing, datasets, features, metrics, models, msm, plot, systems, training
 from .analysis import AutoencoderCV
 
 try:
@@ -20,4 +20,16 @@ try:
 except PackageNotFoundError:  # running from a checkout that was not installed
     __version__ = "0+unknown"
 
-__all__ = ["AutoencoderCV", "datasets", "features", "metrics", "models", "plot", "training", "__version__"]
+__all__ = [
+    "AutoencoderCV",
+    "biasing",
+    "datasets",
+    "features",
+    "metrics",
+    "models",
+    "msm",
+    "plot",
+    "systems",
+    "training",
+    "__version__",
+]

@@ -1,5 +1,6 @@
 """MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
 
+import inspect
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import xarray as xr
 from MDAnalysis.analysis.base import AnalysisBase
 from torch import nn
 
+from . import generation, importance
 from ._io import atomic_path
 from .features import (
     AlignedPositions,
@@ -170,6 +172,7 @@ class AutoencoderCV(AnalysisBase):
             raise ValueError(f"n_cv={n_cv!r} must be a positive integer")
         if not isinstance(lag, (int, np.integer)) or lag < 0:
             raise ValueError(f"lag={lag!r} must be a non-negative integer (frames)")
+        _check_model_settings(model, lag, model_kwargs)
         self._groups = groups
         self.n_cv = int(n_cv)
         self.model_name = model
@@ -196,6 +199,9 @@ class AutoencoderCV(AnalysisBase):
                 f"from features={features!r} on {groups[0].n_atoms} atoms); lower n_cv or select more atoms"
             )
         self._atoms = _atom_table(groups[0])
+        # settings of the chosen model fail here, not after the trajectory loop (e.g. n_clusters=1)
+        MODELS[model](self._featurizer.n_features, self.n_cv, hidden=self.hidden, activation=activation,
+                      scale_groups=self._featurizer.scale_groups, **model_kwargs)
 
     def _reference_positions(self, group):
         if isinstance(self.reference, str):
@@ -232,7 +238,7 @@ class AutoencoderCV(AnalysisBase):
             raise ValueError("frames= selects frames of one trajectory; with a list of AtomGroups use start/stop/step")
         self._setup_reference(start, stop, step, frames)
         features, frame_idx, times, trajectory, lengths = [], [], [], [], []
-        for k, group in enumerate(self._groups):
+        for group in self._groups:
             collector = FeatureCollector(group, self._featurizer, chunk_size=self.chunk_size,
                                          memory_budget=self.memory_budget)
             collector.run(start=start, stop=stop, step=step, frames=frames, verbose=verbose,
@@ -278,6 +284,11 @@ class AutoencoderCV(AnalysisBase):
                 and self.reference == "mean":
             features = self._realign_to_mean(features, p)
             self.results.features = features
+        if self.lag >= max(self._lengths):
+            raise ValueError(
+                f"lag={self.lag} must be smaller than the longest trajectory ({max(self._lengths)} analysed "
+                "frames, after start/stop/step/frames); pass a smaller lag or run over more frames"
+            )
         torch.manual_seed(self.seed)
         model = MODELS[self.model_name](features.shape[1], self.n_cv, hidden=self.hidden,
                                         activation=self.activation,
@@ -287,6 +298,22 @@ class AutoencoderCV(AnalysisBase):
         self.results.loss = fit.history.assign_attrs(units="normalised features²")
         self.results.validation = fit.validation
         self.results.cv = self._cv_array(self._encode(features), self.frames, self.times, self._trajectory)
+        if hasattr(fit.model, "cluster_probabilities"):
+            self.results.clusters = self._clusters(features)
+
+    def _clusters(self, features, chunk=65536):
+        """``results.clusters`` of a mixture model: hard and soft cluster assignment of each frame."""
+        model = self.results.model.model
+        with torch.no_grad():
+            p = np.concatenate([
+                model.cluster_probabilities(torch.as_tensor(np.asarray(features[i:i + chunk])).float()).numpy()
+                for i in range(0, len(features), chunk)])
+        coords = {"frame": self.frames, "time": ("frame", np.asarray(self.times, dtype=float)),
+                  "trajectory": ("frame", self._trajectory), "cluster": np.arange(p.shape[1])}
+        return xr.Dataset(
+            {"assignment": ("frame", p.argmax(axis=1), {"long_name": "most probable cluster"}),
+             "probability": (("frame", "cluster"), p, {"long_name": "cluster probability q(y|x)"})},
+            coords=coords, attrs={"time_units": "ps"})
 
     def _realign_to_mean(self, features, p, iterations=3):
         """Iteratively realign the aligned positions to their weighted mean structure."""
@@ -410,6 +437,82 @@ class AutoencoderCV(AnalysisBase):
         self.results.model = module.eval()
         return self
 
+    def decode(self, z):
+        """Decode latent points (CV values) into structures or features.
+
+        Parameters
+        ----------
+        z : array_like or xarray.DataArray, shape (n, n_cv)
+            Latent points, e.g. a path through CV space or ``results.cv``;
+            must be finite.
+
+        Returns
+        -------
+        MDAnalysis.Universe or xarray.DataArray
+            For ``"aligned"`` or ``"positions"`` features an in-memory
+            Universe with the training atoms' topology (names, residues,
+            bonds when the source had them) and one frame per latent point,
+            positions in Å (``"aligned"``: in the frame of the reference
+            structure); write it with any MDAnalysis writer. For other
+            features a DataArray of decoded features, dims ("sample",
+            "feature"). See :mod:`mdcvkit.generation`.
+        """
+        self._check_fitted("decode")
+        return generation.decode(self.results.model, z, self._atoms)
+
+    def generate(self, n, seed=0, cluster=None):
+        """Sample ``n`` latent points from the model's prior and decode them.
+
+        Only models with a prior can generate: ``"vae"`` and ``"wae"`` (N(0,
+        I)) and ``"gmvae"`` (the Gaussian mixture, or one component with
+        ``cluster=k``). For the deterministic ``"ae"``, ``"tae"`` and
+        ``"dae"`` use :meth:`decode` with latent points of your choice.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+        seed : int, default 0
+            Seed of the prior samples.
+        cluster : int, optional
+            ``"gmvae"`` only: sample mixture component ``cluster``
+            (0 ≤ cluster < n_clusters).
+
+        Returns
+        -------
+        MDAnalysis.Universe or xarray.DataArray
+            As :meth:`decode`: a Universe with ``n`` frames for position
+            features, otherwise a DataArray of decoded features.
+        """
+        self._check_fitted("generate")
+        return generation.generate(self.results.model, n, self._atoms, seed=seed, cluster=cluster)
+
+    def feature_importance(self, per="feature", normalized=True):
+        """Sensitivity of each CV to each input feature, mapped to atoms or residues.
+
+        Mean absolute gradient of the CV with respect to the (normalised)
+        features over the analysed frames, weighted like the training; see
+        :func:`mdcvkit.importance.feature_importance`. Needs the training
+        features, so it is available after :meth:`run`, not after :meth:`load`.
+
+        Parameters
+        ----------
+        per : {"feature", "atom", "residue"}, default "feature"
+        normalized : bool, default True
+
+        Returns
+        -------
+        xarray.DataArray, dims ("cv", per)
+            Plot with :func:`mdcvkit.plot.feature_importance`.
+        """
+        self._check_fitted("feature_importance")
+        if not hasattr(self.results, "features"):
+            raise ValueError("feature_importance() needs the training features, which a loaded CV does not "
+                             "keep; call it on the AutoencoderCV that ran")
+        p = normalize_weights(len(self.results.features), self.weights, self.log_weights)
+        return importance.feature_importance(self.results.model, self.results.features, self._atoms,
+                                             weights=p, per=per, normalized=normalized)
+
     def to_torchscript(self, path):
         """Export the CV (positions in Å -> CV) as TorchScript, loadable with ``torch.jit.load``.
 
@@ -435,10 +538,34 @@ class AutoencoderCV(AnalysisBase):
 
 
 def _atom_table(group):
-    return {"names": [str(n) for n in group.names],
-            "resnames": [str(n) for n in group.resnames],
-            "resids": [int(i) for i in group.resids],
-            "indices": [int(i) for i in group.indices]}
+    table = {"names": [str(n) for n in group.names],
+             "resnames": [str(n) for n in group.resnames],
+             "resids": [int(i) for i in group.resids],
+             "indices": [int(i) for i in group.indices]}
+    if hasattr(group, "intra_bonds"):  # bonds as pairs of positions within the group, for generated frames
+        position = {int(index): k for k, index in enumerate(group.indices)}
+        table["bonds"] = [[position[int(i)], position[int(j)]] for i, j in group.intra_bonds.indices]
+    return table
+
+
+#: Settings every model takes from AutoencoderCV itself, not from ``**model_kwargs``.
+_COMMON_SETTINGS = {"self", "n_features", "n_cv", "hidden", "activation", "scale_groups"}
+
+
+def _check_model_settings(model, lag, model_kwargs):
+    """Reject settings that do not belong to ``model`` and a missing lag for time-lagged models."""
+    parameters = inspect.signature(MODELS[model].__init__).parameters
+    valid = [name for name in parameters if name not in _COMMON_SETTINGS]
+    unknown = sorted(set(model_kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"{', '.join(f'{k}={model_kwargs[k]!r}' for k in unknown)} not a setting of model={model!r}; "
+            f"its own settings are {valid or 'none'} (choose the model that has this setting)"
+        )
+    if getattr(MODELS[model], "time_lagged", False) and lag < 1:
+        raise ValueError(
+            f"model={model!r} is time-lagged and needs lag >= 1 (frames), got lag={lag}; pass e.g. lag=10"
+        )
 
 
 def _run_lengths(segment, frames):

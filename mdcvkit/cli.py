@@ -65,7 +65,7 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     cv = AutoencoderCV(heavy, n_cv=2, seed=seed, max_epochs=max_epochs).run(step=step)
     seconds = time.perf_counter() - start
     cv.save(output / "model.pt")
-    _save_netcdf(cv.results.cv.to_dataset(name="cv"), output / "cv.nc")
+    _save_netcdf(cv.results.cv.rename("autoencoder_cv"), output / "cv.nc")
 
     angles = Ramachandran(u.select_atoms("resname ALA")).run(step=step).results.angles[:, 0]
     dihedrals = np.deg2rad(angles)
@@ -150,7 +150,7 @@ def train(topology, trajectories, output, select="not name H*", n_cv=2, model="a
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     cv.save(output / "model.pt")
-    _save_netcdf(cv.results.cv.to_dataset(name="cv"), output / "cv.nc")
+    _save_netcdf(cv.results.cv.rename("autoencoder_cv"), output / "cv.nc")
     return cv
 
 

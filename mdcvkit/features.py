@@ -22,6 +22,7 @@ import tempfile
 import numpy as np
 import torch
 from MDAnalysis.analysis.base import AnalysisBase, ResultsGroup
+from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.lib.mdamath import triclinic_vectors
 from torch import nn
 
@@ -35,6 +36,7 @@ __all__ = [
     "FEATURIZERS",
     "make_featurizer",
     "backbone_dihedral_indices",
+    "atom_names",
     "kabsch_align",
     "FeatureCollector",
 ]
@@ -397,12 +399,20 @@ def backbone_dihedral_indices(atomgroup):
     return np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4), names
 
 
+def atom_names(atomgroup):
+    """Atom names of ``atomgroup``, or their indices as strings when the topology has no names."""
+    try:
+        return [str(name) for name in atomgroup.names]
+    except NoDataError:
+        return [str(index) for index in atomgroup.indices]
+
+
 def _aligned(atomgroup, reference, periodic):
-    return AlignedPositions(reference, names=list(atomgroup.names))
+    return AlignedPositions(reference, names=atom_names(atomgroup))
 
 
 def _positions(atomgroup, reference, periodic):
-    return Positions(atomgroup.n_atoms, names=list(atomgroup.names))
+    return Positions(atomgroup.n_atoms, names=atom_names(atomgroup))
 
 
 def _distances(atomgroup, reference, periodic):
@@ -411,7 +421,7 @@ def _distances(atomgroup, reference, periodic):
             f"features='distances' needs at least 2 atoms, but the AtomGroup has {atomgroup.n_atoms}; "
             "select more atoms"
         )
-    return PairwiseDistances(atomgroup.n_atoms, periodic=periodic, names=list(atomgroup.names))
+    return PairwiseDistances(atomgroup.n_atoms, periodic=periodic, names=atom_names(atomgroup))
 
 
 def _dihedrals(atomgroup, reference, periodic):
@@ -419,7 +429,7 @@ def _dihedrals(atomgroup, reference, periodic):
     if len(quadruplets) == 0:
         raise ValueError(
             f"features='dihedrals' found no backbone phi/psi dihedral whose four atoms are all in the "
-            f"AtomGroup of {atomgroup.n_atoms} atoms (names {sorted(set(atomgroup.names))[:8]}...); select "
+            f"AtomGroup of {atomgroup.n_atoms} atoms (names {sorted(set(atom_names(atomgroup)))[:8]}...); select "
             "the backbone atoms N, CA, C of consecutive residues, e.g. 'backbone' or 'not name H*'"
         )
     return Dihedrals(atomgroup.n_atoms, quadruplets, names)

@@ -226,6 +226,12 @@ class Trainer:
         Seeds the split, the minibatches and torch.
     verbose : bool, default False
         Show a tqdm progress bar over epochs.
+    n_threads : int or "auto", default "auto"
+        CPU threads torch uses while training (restored afterwards). "auto"
+        uses one thread per 100,000 model parameters, at most torch's
+        default: the small networks of CV learning run several times faster
+        on one thread than on two, because their matrix products are too
+        small to share (measured on 2 cores: 30-40-2-40-30 network, 5x).
 
     Notes
     -----
@@ -238,7 +244,8 @@ class Trainer:
     """
 
     def __init__(self, *, max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
-                 validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=False):
+                 validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=False,
+                 n_threads="auto"):
         for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
                             ("n_blocks", n_blocks)):
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -256,6 +263,15 @@ class Trainer:
         self.device = device
         self.seed = seed
         self.verbose = verbose
+        if n_threads != "auto" and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
+            raise ValueError(f"n_threads={n_threads!r} must be 'auto' or a positive integer")
+        self.n_threads = n_threads
+
+    def _threads(self, model):
+        if self.n_threads != "auto":
+            return int(self.n_threads)
+        n_parameters = sum(p.numel() for p in model.parameters())
+        return max(1, min(torch.get_num_threads(), n_parameters // 100_000))
 
     def fit(self, model, features, *, weights=None, log_weights=None, lengths=None, lag=0):
         """Train a copy of ``model`` on ``features``.
@@ -321,32 +337,53 @@ class Trainer:
         val_w = None if w is None else w[val_idx[0]].to(device)
         model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
 
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self._threads(model))
+        try:
+            records, best = self._train(model, data, train_idx, train_w, val_idx, val_w, generator, device)
+        finally:
+            torch.set_num_threads(threads)
+        model.load_state_dict(best[2])
+        model.eval()
+        history = xr.Dataset(
+            {name: ("epoch", [r[name] for r in records]) for name in records[0]},
+            coords={"epoch": np.arange(len(records))},
+            attrs={"long_name": "loss", "best_epoch": best[1]},
+        )
+        return TrainingResult(model=model, history=history, validation=val_mask, best_epoch=best[1])
+
+    def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device):
+        """The epoch loop; returns the per-epoch records and (best loss, best epoch, best state)."""
+        n_train, n_val = len(train_idx[0]), len(val_idx[0])
+        source, target = train_idx[0].to(device), train_idx[1].to(device)
+        same = torch.equal(source, target)  # lag 0: the target is the input
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate, fused=True)
         records, best = [], (np.inf, -1, None)
         epochs = tqdm(range(self.max_epochs), disable=not self.verbose, desc="training", unit="epoch")
         for epoch in epochs:
             model.train()
             if train_w is None:
-                order = torch.randperm(n_train, generator=generator)
+                order = torch.randperm(n_train, generator=generator).to(device)
             else:
-                order = torch.multinomial(train_w, n_train, replacement=True, generator=generator)
-            total, terms_sum = 0.0, {}
+                order = torch.multinomial(train_w, n_train, replacement=True, generator=generator).to(device)
+            # one gather per epoch; minibatches are then contiguous slices of it
+            inputs = data[source[order]]
+            targets = inputs if same else data[target[order]]
+            total, terms_sum = torch.zeros((), device=device), {}
             for start in range(0, n_train, self.batch_size):
-                batch = order[start:start + self.batch_size]
-                x = data[train_idx[0][batch].to(device)]
-                y = data[train_idx[1][batch].to(device)]
-                loss, terms = model.loss(x, y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the training loss became {float(loss)} at epoch {epoch}; lower learning_rate "
-                        f"(now {self.learning_rate}) or check the inputs for extreme values"
-                    )
+                x = inputs[start:start + self.batch_size]
+                loss, terms = model.loss(x, targets[start:start + self.batch_size])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total = total + loss.detach() * len(batch)
+                total += loss.detach() * len(x)
                 for name, value in terms.items():
-                    terms_sum[name] = terms_sum.get(name, 0.0) + value * len(batch)
+                    terms_sum[name] = terms_sum.get(name, 0.0) + value * len(x)
+            if not torch.isfinite(total):  # checked once per epoch: no device sync per step
+                raise FloatingPointError(
+                    f"the training loss became {float(total)} during epoch {epoch}; lower learning_rate "
+                    f"(now {self.learning_rate}) or check the inputs for extreme values"
+                )
             record = {"train": float(total) / n_train,
                       **{f"train_{k}": float(v) / n_train for k, v in terms_sum.items()}}
             record["validation"] = self._evaluate(model, data, val_idx, val_w) if n_val else record["train"]
@@ -358,14 +395,7 @@ class Trainer:
             elif epoch - best[1] >= self.patience:
                 logger.info("early stopping at epoch %d, best epoch %d", epoch, best[1])
                 break
-        model.load_state_dict(best[2])
-        model.eval()
-        history = xr.Dataset(
-            {name: ("epoch", [r[name] for r in records]) for name in records[0]},
-            coords={"epoch": np.arange(len(records))},
-            attrs={"long_name": "loss", "best_epoch": best[1]},
-        )
-        return TrainingResult(model=model, history=history, validation=val_mask, best_epoch=best[1])
+        return records, best
 
     @staticmethod
     def _evaluate(model, data, index, weights, chunk=65536):

@@ -43,7 +43,7 @@ def test_kabsch_matches_mdanalysis_rmsd(adk):
     ca = adk.select_atoms("name CA")
     ref = ca.positions.copy()
     frames = []
-    for ts in adk.trajectory[::20]:
+    for _ in adk.trajectory[::20]:
         frames.append(ca.positions.copy())
     frames = np.array(frames)
     aligned = kabsch_align(torch.from_numpy(frames).double(), torch.from_numpy(ref).double()).numpy()

@@ -2,9 +2,33 @@
 
 from .ae import AutoEncoder
 from .base import BaseAutoencoder, Normalization
+from .dae import DenoisingAutoEncoder
+from .gmvae import GaussianMixtureVAE
 from .mlp import ACTIVATIONS, FeedForward
+from .tae import TimeLaggedAutoEncoder
+from .vae import VariationalAutoEncoder
+from .wae import WassersteinAutoEncoder
 
 #: Models by the name accepted in ``AutoencoderCV(model=...)``.
-MODELS = {"ae": AutoEncoder}
+MODELS = {
+    "ae": AutoEncoder,
+    "tae": TimeLaggedAutoEncoder,
+    "vae": VariationalAutoEncoder,
+    "gmvae": GaussianMixtureVAE,
+    "wae": WassersteinAutoEncoder,
+    "dae": DenoisingAutoEncoder,
+}
 
-__all__ = ["MODELS", "ACTIVATIONS", "AutoEncoder", "BaseAutoencoder", "FeedForward", "Normalization"]
+__all__ = [
+    "MODELS",
+    "ACTIVATIONS",
+    "AutoEncoder",
+    "BaseAutoencoder",
+    "DenoisingAutoEncoder",
+    "FeedForward",
+    "GaussianMixtureVAE",
+    "Normalization",
+    "TimeLaggedAutoEncoder",
+    "VariationalAutoEncoder",
+    "WassersteinAutoEncoder",
+]

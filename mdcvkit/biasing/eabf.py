@@ -1,0 +1,601 @@
+"""Extended-system adaptive biasing force (eABF) on a CV module, with the CZAR estimator.
+
+Each CV component ξ_d gets an extended variable λ_d: a coordinate of one
+massive dummy particle added to a copy of the System, coupled by
+``κ_d/2 (ξ_d(q) - λ_d)²`` through an :class:`openmm.CustomCVForce` and
+thermostatted by the simulation's own (stochastic) integrator. The ABF bias
+on λ, ``-Â(λ)``, is the integral of the running mean of ``κ (λ - ξ)`` in the
+bins of λ, ramped in over the first ``full_samples`` samples of a bin as
+Colvars' ``fullSamples`` does, and refreshed as a tabulated function of the
+CustomCVForce every ``update_frequency`` steps. The free energy along ξ is
+estimated by CZAR (:mod:`mdcvkit.biasing.czar`).
+
+References
+----------
+T. Lelièvre, M. Rousset, G. Stoltz, J. Chem. Phys. 126, 134111 (2007) (ABF).
+H. Fu, X. Shao, C. Chipot, W. Cai, J. Chem. Theory Comput. 12, 3506 (2016) (eABF).
+A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017) (CZAR).
+"""
+
+import json
+import logging
+import math
+import warnings
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+import torch
+import xarray as xr
+from MDAnalysis.analysis.base import Results
+from scipy.interpolate import RegularGridInterpolator
+
+from .boundary import NM_TO_ANGSTROM, _module_dtype, _positions_nm, _with_dtype, evaluate_cv
+from .czar import CZARAccumulator, integrate_gradient, to_dataset
+from .extended import coupling_force, extended_system, lambda_restraint, table_arguments
+from .force import _check_particles, cv_collective_variables
+from .grid import Grid
+
+__all__ = ["ExtendedABF", "MOLAR_GAS_CONSTANT"]
+
+logger = logging.getLogger(__name__)
+
+#: molar gas constant in kJ/mol/K, as OpenMM uses it
+MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+#: particle count up to which the Reference platform is the default (it beats CPU by ~18x on 22 atoms)
+REFERENCE_PLATFORM_MAX_PARTICLES = 200
+
+
+def _check_kappa(kappa, n_dim):
+    if unit.is_quantity(kappa):
+        kappa = kappa.value_in_unit(kappa.unit)
+    value = (
+        np.broadcast_to(np.asarray(kappa, dtype=float), (n_dim,)).copy()
+        if np.size(kappa) in (1, n_dim)
+        else None
+    )
+    if value is None or not np.all(np.isfinite(value)) or np.any(value <= 0):
+        raise ValueError(
+            f"kappa={kappa!r} must be a positive coupling constant in kJ/mol/(CV unit)², "
+            f"one or {n_dim} value(s); "
+            f"pass e.g. kappa = kT / sigma**2 with sigma a tenth of the CV's range"
+        )
+    return value
+
+
+def _temperature_kelvin(temperature):
+    if unit.is_quantity(temperature):
+        temperature = temperature.value_in_unit(unit.kelvin)
+    temperature = float(temperature)
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature={temperature!r} must be a positive number of kelvin; pass e.g. 300")
+    return temperature
+
+
+class ExtendedABF:
+    """Extended ABF on a CV module, with the CZAR free-energy estimator.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The unbiased system; it is copied, never modified.
+    positions : array_like or openmm.unit.Quantity, shape (n_particles, 3)
+        Starting positions (nm if bare numbers).
+    cv : torch.nn.Module or callable
+        Positions ``(n_frames, n_atoms, 3)`` in Å -> ``(n_frames, n_cv)``, with n_cv 1 or 2.
+    grid : Grid or tuple
+        Bins for ξ and λ in CV units: ``(lower, upper, n_bins)`` or one such tuple per component,
+        or a :class:`Grid` (which can mark components periodic). Must contain the starting CV.
+    kappa : float or sequence of float
+        Coupling constant(s) in kJ/mol/(CV unit)², ``kT / σ²`` for a coupling width σ.
+    temperature : float or openmm.unit.Quantity
+        Temperature in K (of the integrator and of the estimators).
+    particles : sequence of int, optional
+        System index of each CV input atom; default all particles.
+    route : {"auto", "python", "expression", "torch", "external"}, default "auto"
+        How the CV reaches OpenMM (see :func:`mdcvkit.biasing.add_cv_bias`).
+    integrator : openmm.Integrator, optional
+        A stochastic integrator at ``temperature``; default LangevinMiddle, friction 1/ps, 2 fs.
+        Its random seed is set from ``seed``.
+    platform : str, optional
+        OpenMM platform; default Reference up to 200 particles, else CPU.
+    lambda_mass : float, optional
+        Mass of the λ particle in amu (× (nm / CV unit)²); default ``κ (τ / 2π)²`` from
+        ``time_constant`` (Colvars' ``extendedTimeConstant``).
+    time_constant : float, default 0.2
+        Oscillation period τ of λ in ps (Colvars' default 200 fs).
+    full_samples : int, default 200
+        Samples of a λ bin before its ABF force is applied in full; ramped in linearly from
+        ``full_samples / 2`` (Colvars' ``fullSamples``).
+    update_frequency : int, default 100
+        Steps between refreshes of the tabulated ABF bias (and between progress updates).
+    sample_frequency : int, default 1
+        Steps between samples of (ξ, λ); must divide ``update_frequency``.
+    store_positions : bool, default False
+        Also keep the CV atoms' positions (Å) of every sample in ``results.samples``.
+    seed : int, default 0
+        Seeds the integrator and the initial velocities.
+    progress : bool, default False
+        Show a tqdm progress bar in :meth:`run`.
+
+    Attributes
+    ----------
+    results : MDAnalysis.analysis.base.Results
+        After :meth:`run`: ``pmf`` (CZAR free energy on the grid centres, kJ/mol, NaN where
+        unsampled), ``czar_gradient``, ``counts`` (samples of ξ per bin), ``abf_bias`` (the bias
+        ``-Â(λ)`` on λ, kJ/mol), ``abf_counts`` (samples of λ per bin), ``samples`` (Dataset over
+        dim ``sample``: ``time`` in ps, ``xi``, ``lam`` and the total ``bias`` energy in kJ/mol at
+        each sample, for reweighting).
+    context : openmm.Context
+        The running simulation (the λ particle is the last particle).
+
+    Examples
+    --------
+    >>> toy = mk.systems.EntropicSwitch()                                  # doctest: +SKIP
+    >>> eabf = ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 80), kappa=25).run(200_000)  # doctest: +SKIP
+    >>> eabf.results.pmf                                                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        system,
+        positions,
+        cv,
+        grid,
+        kappa,
+        temperature,
+        *,
+        particles=None,
+        route="auto",
+        integrator=None,
+        platform=None,
+        lambda_mass=None,
+        time_constant=0.2,
+        full_samples=200,
+        update_frequency=100,
+        sample_frequency=1,
+        store_positions=False,
+        seed=0,
+        progress=False,
+    ):
+        positions = _positions_nm(positions)
+        self.particles = _check_particles(system, cv, particles, positions)
+        xi0 = evaluate_cv(cv, positions[self.particles] * NM_TO_ANGSTROM)[0]
+        n_cv = xi0.size
+        if n_cv not in (1, 2):
+            raise ValueError(
+                f"the CV has n_cv={n_cv} components; ExtendedABF supports 1 or 2, select components"
+            )
+        names = getattr(cv, "names", None)
+        self.grid = Grid.create(grid, names=names if names is not None and len(names) == n_cv else None)
+        if self.grid.n_dim != n_cv:
+            raise ValueError(
+                f"grid has {self.grid.n_dim} component(s) but the CV has n_cv={n_cv}; pass one per CV"
+            )
+        if n_cv == 2 and self.grid.periodic[0] != self.grid.periodic[1]:
+            raise ValueError(
+                f"grid periodic={self.grid.periodic.tolist()}: a 2-D eABF grid must be periodic in both "
+                f"components or in neither (OpenMM's 2-D tables are); make both periodic or neither"
+            )
+        if not self.grid.contains(xi0[None])[0]:
+            raise ValueError(
+                f"grid {self.grid} does not contain the starting CV value {xi0.tolist()}; "
+                f"widen the grid or start "
+                f"from positions inside it"
+            )
+        self.kappa = _check_kappa(kappa, n_cv)
+        self.temperature = _temperature_kelvin(temperature)
+        self.kT = MOLAR_GAS_CONSTANT * self.temperature
+        for label, value in (
+            ("full_samples", full_samples),
+            ("update_frequency", update_frequency),
+            ("sample_frequency", sample_frequency),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{label}={value!r} must be a positive integer")
+        if update_frequency % sample_frequency:
+            raise ValueError(
+                f"sample_frequency={sample_frequency} must divide "
+                f"update_frequency={update_frequency}; pass e.g. "
+                f"update_frequency={sample_frequency * max(1, update_frequency // sample_frequency)}"
+            )
+        if not np.isfinite(time_constant) or time_constant <= 0:
+            raise ValueError(
+                f"time_constant={time_constant!r} must be a positive number of ps; pass e.g. 0.2"
+            )
+        self.cv = cv
+        self.full_samples = int(full_samples)
+        self.update_frequency = int(update_frequency)
+        self.sample_frequency = int(sample_frequency)
+        self.store_positions = bool(store_positions)
+        self.seed = seed
+        self.progress = progress
+        self.lambda_mass = (
+            float(np.max(self.kappa)) * (time_constant / (2 * math.pi)) ** 2
+            if lambda_mass is None
+            else lambda_mass
+        )
+        if not np.isfinite(self.lambda_mass) or self.lambda_mass <= 0:
+            raise ValueError(f"lambda_mass={lambda_mass!r} must be a positive mass in amu")
+
+        self.system = extended_system(system, self.lambda_mass)
+        self.lambda_index = self.system.getNumParticles() - 1
+        self._add_coupling(route)
+        self.integrator = self._integrator(integrator)
+        if platform is None:
+            platform = (
+                "Reference" if self.system.getNumParticles() <= REFERENCE_PLATFORM_MAX_PARTICLES else "CPU"
+            )
+        self.context = openmm.Context(
+            self.system, self.integrator, openmm.Platform.getPlatformByName(platform)
+        )
+        extended = np.vstack([positions, np.zeros((1, 3))])
+        extended[-1, :n_cv] = xi0
+        self.context.setPositions(extended)
+        self.context.setVelocitiesToTemperature(self.temperature, _seed(seed))
+
+        n_bins = int(np.prod(self.grid.shape))
+        self.abf_counts = np.zeros(n_bins, dtype=np.int64)
+        self.abf_sum = np.zeros((n_bins, n_cv))
+        self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
+        self._samples = {"time": [], "xi": [], "lam": [], "bias": [], "positions": []}
+        self.n_steps = 0
+        self.results = Results()
+
+    @classmethod
+    def for_toy(cls, toy, cv="x1", grid=None, kappa=None, **kwargs):
+        """eABF on a toy of :mod:`mdcvkit.systems` with its Brownian dynamics.
+
+        Parameters
+        ----------
+        toy : mdcvkit.systems.ToySystem
+        cv : str, tuple of str or CV module, default "x1"
+            Reduced coordinate(s) (see ``toy.cv``) or any CV module on positions in Å.
+        grid : Grid or tuple
+            Bins in reduced units.
+        kappa : float, optional
+            Coupling in kJ/mol/(reduced length)²; default ``kT / 0.1²``.
+        **kwargs
+            Passed on; defaults: ``lambda_mass = toy.mass`` (1 amu), ``integrator =
+            toy.integrator(seed)``.
+
+        Returns
+        -------
+        ExtendedABF
+        """
+        module = toy.cv(cv) if isinstance(cv, (str, tuple)) else cv
+        if kappa is None:
+            kappa = toy.kT / 0.1**2
+        kwargs.setdefault("lambda_mass", toy.mass)
+        kwargs.setdefault("integrator", toy.integrator(kwargs.get("seed", 0)))
+        return cls(toy.system, toy.positions, module, grid, kappa, toy.temperature, **kwargs)
+
+    # --- building ----------------------------------------------------------------------------------------
+    def _add_coupling(self, route):
+        n_cv = self.grid.n_dim
+        forces, definitions, self.route, self.updater = cv_collective_variables(
+            self.cv, self.particles, n_cv, self.lambda_index, route=route
+        )
+        self.coupling = coupling_force(self.grid, self.kappa, forces, definitions, self.lambda_index)
+        self.system.addForce(self.coupling)
+        if self.updater is not None:
+            self.updater.bias = self.coupling
+        self.system.addForce(lambda_restraint(n_cv, float(np.max(self.kappa)), self.lambda_index))
+
+    def _integrator(self, integrator):
+        if integrator is None:
+            integrator = openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
+        else:
+            integrator = openmm.XmlSerializer.clone(integrator)
+        if hasattr(integrator, "setRandomNumberSeed"):
+            integrator.setRandomNumberSeed(_seed(self.seed))
+        if hasattr(integrator, "getTemperature"):
+            t = integrator.getTemperature().value_in_unit(unit.kelvin)
+            if abs(t - self.temperature) > 1e-6 * self.temperature:
+                warnings.warn(
+                    f"the integrator runs at {t} K but temperature={self.temperature} K "
+                    f"is used by the estimators",
+                    stacklevel=3,
+                )
+        if isinstance(integrator, openmm.BrownianIntegrator):
+            dt = integrator.getStepSize().value_in_unit(unit.picosecond)
+            gamma = integrator.getFriction().value_in_unit(unit.picosecond**-1)
+            stiffness = dt * float(np.max(self.kappa)) / (self.lambda_mass * gamma)
+            if stiffness > 0.5:
+                raise ValueError(
+                    f"lambda_mass={self.lambda_mass:g} amu is too light for Brownian dynamics with kappa="
+                    f"{np.max(self.kappa):g} and a {dt} ps step "
+                    f"(dt*kappa/(m*friction)={stiffness:.2f} > 0.5); pass "
+                    f"lambda_mass >= {2 * dt * np.max(self.kappa) / gamma:g}"
+                )
+        return integrator
+
+    # --- ABF bias -----------------------------------------------------------------------------------------
+    def abf_gradient(self):
+        """Current ramped ABF estimate of ``dA/dλ``, ``(n_dim, *grid.shape)`` in kJ/mol per CV unit."""
+        n = self.abf_counts.astype(float)
+        half = self.full_samples / 2.0
+        ramp = (
+            np.clip((n - half) / max(half, 1.0), 0.0, 1.0) if self.full_samples > 1 else (n > 0).astype(float)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(n[:, None] > 0, self.abf_sum / n[:, None], 0.0)
+        return (ramp[:, None] * mean).T.reshape((self.grid.n_dim, *self.grid.shape))
+
+    def _abf_free_energy_edges(self):
+        """Â(λ) on the bin edges, from the ramped gradient (bin-wise constant in 1-D)."""
+        grid, gradient = self.grid, self.abf_gradient()
+        if grid.n_dim == 1:
+            g = gradient[0] - (gradient[0].mean() if grid.periodic[0] else 0.0)
+            edges = np.concatenate([[0.0], np.cumsum(g * grid.width[0])])
+            if grid.periodic[0]:
+                edges[-1] = edges[0]  # OpenMM's periodic splines need equal end points, bit for bit
+            return edges
+        centers = integrate_gradient(gradient, grid)
+        points = [grid.centers(d) for d in range(2)]
+        if np.all(grid.periodic):  # pad by wrapping so that the table matches at lower and upper edges
+            centers = np.pad(centers, 1, mode="wrap")
+            points = [np.r_[p[0] - w, p, p[-1] + w] for p, w in zip(points, grid.width, strict=True)]
+        interpolate = RegularGridInterpolator(points, centers, bounds_error=False, fill_value=None)
+        edges = interpolate(np.stack(np.meshgrid(grid.edges(0), grid.edges(1), indexing="ij"), axis=-1))
+        if np.all(grid.periodic):
+            edges[-1, :] = edges[0, :]
+            edges[:, -1] = edges[:, 0]
+        return edges
+
+    def _refresh_bias(self):
+        self._abf_edges = self._abf_free_energy_edges()
+        self.coupling.getTabulatedFunction(0).setFunctionParameters(
+            *table_arguments(self.grid, self._abf_edges)
+        )
+        self.coupling.updateParametersInContext(self.context)
+
+    def _bias_energy(self, xi, lam):
+        """Coupling + walls + ABF bias (linear interpolation of the table) per sample, kJ/mol."""
+        grid = self.grid
+        delta = grid.wrap(xi - lam)
+        energy = 0.5 * (self.kappa * delta**2).sum(axis=1)
+        for d in range(grid.n_dim):
+            if not grid.periodic[d]:
+                over = (
+                    np.maximum(0, lam[:, d] - grid.upper[d]) ** 2
+                    + np.maximum(0, grid.lower[d] - lam[:, d]) ** 2
+                )
+                energy += 0.5 * self.kappa[d] * over
+        edges = getattr(self, "_abf_edges", None)
+        if edges is not None:
+            points = [grid.edges(d) for d in range(grid.n_dim)]
+            clipped = np.clip(lam, grid.lower, grid.upper)
+            energy -= RegularGridInterpolator(points, edges)(clipped)
+        return energy
+
+    # --- running ------------------------------------------------------------------------------------------
+    def evaluate(self, positions_nm):
+        """CV of positions of the CV atoms ``(n_frames, n_atoms, 3)`` in nm, batched, as float64."""
+        if not hasattr(self, "_cv64"):
+            self._cv64, self._dtype64 = _with_dtype(self.cv, torch.float64)
+        x = np.asarray(positions_nm) * NM_TO_ANGSTROM
+        with torch.no_grad():
+            try:
+                out = self._cv64(torch.as_tensor(x, dtype=self._dtype64))
+            except (RuntimeError, TypeError):
+                if self._cv64 is self.cv:
+                    raise
+                self._cv64, self._dtype64 = self.cv, _module_dtype(self.cv)  # casts internally
+                out = self._cv64(torch.as_tensor(x, dtype=self._dtype64))
+        return out.double().numpy().reshape(len(x), -1)
+
+    def run(self, n_steps):
+        """Run ``n_steps`` steps of eABF, accumulating ABF and CZAR statistics.
+
+        Parameters
+        ----------
+        n_steps : int
+            Integration steps (the time step is the integrator's).
+
+        Returns
+        -------
+        ExtendedABF
+            ``self``, with ``results`` updated.
+        """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+            raise ValueError(f"n_steps={n_steps!r} must be a non-negative integer")
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(n_steps), desc="eABF", unit="step")
+        done = 0
+        n_dim = self.grid.n_dim
+        while done < n_steps:
+            chunk = min(self.update_frequency, n_steps - done)
+            frames, lams = [], []
+            for _ in range(chunk // self.sample_frequency):
+                self._advance(self.sample_frequency)
+                # a State holds positions in nm; skipping the unit conversion halves the sampling cost
+                pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+                frames.append(pos[self.particles])
+                lams.append(pos[self.lambda_index, :n_dim])
+            leftover = chunk % self.sample_frequency
+            if leftover:
+                self._advance(leftover)
+            self.n_steps += chunk
+            done += chunk
+            if frames:
+                self._accumulate(np.asarray(frames), np.asarray(lams), chunk)
+            self._refresh_bias()
+            if bar is not None:
+                bar.update(chunk)
+        if bar is not None:
+            bar.close()
+        self._conclude()
+        return self
+
+    def _advance(self, n_steps):
+        if self.updater is None:
+            self.integrator.step(n_steps)
+            return
+        for _ in range(n_steps):  # "external" route: re-linearise the CV before every step
+            self.updater.update(self.context)
+            self.integrator.step(1)
+
+    def _accumulate(self, frames, lam, chunk):
+        xi = self.evaluate(frames)
+        if not np.all(np.isfinite(xi)):
+            raise FloatingPointError(
+                f"the CV became non-finite at step {self.n_steps}; lower the time step or kappa"
+            )
+        dt = self.integrator.getStepSize().value_in_unit(unit.picosecond)
+        first = self.n_steps - chunk + self.sample_frequency
+        times = dt * np.arange(first, first + self.sample_frequency * len(xi), self.sample_frequency)
+        self._samples["time"].append(times)
+        self._samples["xi"].append(xi)
+        self._samples["lam"].append(lam)
+        self._samples["bias"].append(self._bias_energy(xi, lam))
+        if self.store_positions:
+            self._samples["positions"].append(frames * NM_TO_ANGSTROM)
+        flat = self.grid.index(lam)
+        keep = flat >= 0
+        force = self.kappa * self.grid.wrap(lam[keep] - xi[keep])
+        self.abf_counts += np.bincount(flat[keep], minlength=self.abf_counts.size)
+        for d in range(self.grid.n_dim):
+            self.abf_sum[:, d] += np.bincount(flat[keep], weights=force[:, d], minlength=self.abf_counts.size)
+        self.czar.add(xi, lam)
+
+    def _conclude(self):
+        grid = self.grid
+        estimate = to_dataset(self.czar)
+        self.results.pmf = estimate["pmf"]
+        self.results.czar_gradient = estimate["gradient"]
+        self.results.counts = estimate["counts"]
+        coords = {
+            n: (n, grid.centers(d), {"long_name": n, "units": "CV units"}) for d, n in enumerate(grid.names)
+        }
+        dims = tuple(grid.names)
+        edges = self._abf_free_energy_edges()
+        centers = RegularGridInterpolator([grid.edges(d) for d in range(grid.n_dim)], edges)(
+            np.stack(np.meshgrid(*[grid.centers(d) for d in range(grid.n_dim)], indexing="ij"), axis=-1)
+        )
+        self.results.abf_bias = xr.DataArray(
+            -centers, dims=dims, coords=coords, attrs={"long_name": "ABF bias on lambda", "units": "kJ/mol"}
+        )
+        self.results.abf_counts = xr.DataArray(
+            self.abf_counts.reshape(grid.shape),
+            dims=dims,
+            coords=coords,
+            attrs={"long_name": "samples of lambda per bin", "units": "1"},
+        )
+        self.results.samples = self._samples_dataset()
+
+    def _samples_dataset(self):
+        s = self._samples
+        n_dim = self.grid.n_dim
+        time = np.concatenate(s["time"]) if s["time"] else np.zeros(0)
+        xi = np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim))
+        lam = np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim))
+        bias = np.concatenate(s["bias"]) if s["bias"] else np.zeros(0)
+        data = {
+            "xi": (("sample", "cv"), xi, {"long_name": "collective variable", "units": "CV units"}),
+            "lam": (("sample", "cv"), lam, {"long_name": "extended variable lambda", "units": "CV units"}),
+            "bias": (("sample",), bias, {"long_name": "eABF bias energy", "units": "kJ/mol"}),
+        }
+        if self.store_positions and s["positions"]:
+            data["positions"] = (
+                ("sample", "atom", "spatial"),
+                np.concatenate(s["positions"]),
+                {"long_name": "positions of the CV atoms", "units": "Å"},
+            )
+        return xr.Dataset(
+            data,
+            coords={
+                "sample": np.arange(len(time)),
+                "time": ("sample", time, {"units": "ps"}),
+                "cv": self.grid.names,
+            },
+            attrs={"long_name": "eABF samples", "time_units": "ps"},
+        )
+
+    # --- restart --------------------------------------------------------------------------------------------
+    def _settings(self):
+        return {
+            "grid": self.grid.to_dict(),
+            "kappa": self.kappa.tolist(),
+            "temperature": self.temperature,
+            "n_particles": self.system.getNumParticles(),
+        }
+
+    def save(self, path):
+        """Save the estimate and the simulation state (``.npz``) to continue it later with :meth:`restore`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        state = self.context.getState(getPositions=True, getVelocities=True, getParameters=True)
+        s = self._samples
+        n_dim = self.grid.n_dim
+        np.savez_compressed(
+            path,
+            settings=json.dumps(self._settings()),
+            state=openmm.XmlSerializer.serialize(state),
+            n_steps=self.n_steps,
+            abf_counts=self.abf_counts,
+            abf_sum=self.abf_sum,
+            czar_counts=self.czar.counts,
+            czar_sum_offset=self.czar.sum_offset,
+            time=np.concatenate(s["time"]) if s["time"] else np.zeros(0),
+            xi=np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
+            lam=np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim)),
+            bias=np.concatenate(s["bias"]) if s["bias"] else np.zeros(0),
+        )
+
+    def restore(self, path):
+        """Continue from a state written by :meth:`save` with the same grid, kappa and temperature.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        ExtendedABF
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If the saved grid, kappa, temperature or particle count differ from this object's.
+        """
+        with np.load(path) as saved:
+            settings = json.loads(str(saved["settings"]))
+            mine = self._settings()
+            for key in mine:
+                same = settings[key] == mine[key] if key == "grid" else np.allclose(settings[key], mine[key])
+                if not same:
+                    raise ValueError(
+                        f"the state in {path} has {key}={settings[key]} but this ExtendedABF has "
+                        f"{key}={mine[key]}; "
+                        f"build it with the same {key} to continue that estimate"
+                    )
+            self.context.setState(openmm.XmlSerializer.deserialize(str(saved["state"])))
+            self.n_steps = int(saved["n_steps"])
+            self.abf_counts = saved["abf_counts"].copy()
+            self.abf_sum = saved["abf_sum"].copy()
+            self.czar.counts = saved["czar_counts"].copy()
+            self.czar.sum_offset = saved["czar_sum_offset"].copy()
+            self._samples = {
+                "time": [saved["time"]],
+                "xi": [saved["xi"]],
+                "lam": [saved["lam"]],
+                "bias": [saved["bias"]],
+                "positions": [],
+            }
+        self._refresh_bias()
+        self._conclude()
+        return self
+
+
+def _seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed={seed!r} must be an integer; pass e.g. seed=0")
+    return int(seed) % 2_147_483_646 + 1

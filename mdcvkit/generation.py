@@ -1,0 +1,154 @@
+"""Decode latent points into structures: generation of new frames from a fitted autoencoder CV.
+
+:func:`decode` maps latent points through the decoder of a fitted model;
+:func:`generate` samples the model's prior first (the standard normal of
+``"vae"`` and ``"wae"``, the Gaussian mixture of ``"gmvae"``, optionally one
+of its components). When the features are atomic positions (``"aligned"`` or
+``"positions"``) the result is an in-memory MDAnalysis Universe with the
+training atoms' topology and one frame per latent point, which any
+MDAnalysis writer can write; otherwise it is a DataArray of decoded features.
+:class:`mdcvkit.AutoencoderCV` offers both as methods.
+"""
+
+import MDAnalysis as mda
+import numpy as np
+import torch
+import xarray as xr
+from MDAnalysis.coordinates.memory import MemoryReader
+
+from .features import AlignedPositions, Positions
+
+__all__ = ["latent_points", "decode", "generate", "topology_universe", "MAX_SAMPLES"]
+
+#: Most samples :func:`generate` draws in one call (memory guard).
+MAX_SAMPLES = 10_000_000
+
+
+def latent_points(z, n_cv):
+    """Check latent points and return them as a float32 tensor of shape (n, n_cv).
+
+    Parameters
+    ----------
+    z : array_like or xarray.DataArray, shape (n, n_cv) or (n_cv,)
+        Latent points (CV values), e.g. ``results.cv`` or a path through CV space.
+    n_cv : int
+        Latent dimension of the model.
+    """
+    values = np.asarray(z.values if isinstance(z, xr.DataArray) else z, dtype=np.float64)
+    if values.ndim == 1 and values.shape[0] == n_cv:
+        values = values[None, :]
+    if values.ndim != 2 or values.shape[1] != n_cv or values.shape[0] < 1:
+        raise ValueError(f"z has shape {values.shape}; pass latent points of shape (n, {n_cv}) (n_cv={n_cv})")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(
+            f"z holds {int(bad.sum())} NaN or infinite values (rows {rows[:5].tolist()}...); "
+            "pass finite latent points"
+        )
+    return torch.as_tensor(values, dtype=torch.float32)
+
+
+def topology_universe(atoms):
+    """An empty in-memory Universe with the topology of ``atoms`` (an ``_atom_table`` dict).
+
+    Parameters
+    ----------
+    atoms : dict
+        ``names``, ``resnames``, ``resids`` (one per atom) and optionally
+        ``bonds`` (pairs of positions within the atoms).
+
+    Returns
+    -------
+    MDAnalysis.Universe
+        No coordinates yet; load them with ``load_new``.
+    """
+    names = list(atoms["names"])
+    resids = np.asarray(atoms["resids"])
+    n_atoms = len(names)
+    starts = np.r_[True, resids[1:] != resids[:-1]]
+    resindex = np.cumsum(starts) - 1
+    universe = mda.Universe.empty(n_atoms, n_residues=int(resindex[-1]) + 1, atom_resindex=resindex,
+                                  trajectory=False)
+    universe.add_TopologyAttr("names", names)
+    universe.add_TopologyAttr("types", [n[0] for n in names])
+    universe.add_TopologyAttr("resnames", [atoms["resnames"][i] for i in np.flatnonzero(starts)])
+    universe.add_TopologyAttr("resids", resids[starts])
+    if atoms.get("bonds"):
+        universe.add_TopologyAttr("bonds", [tuple(int(i) for i in bond) for bond in atoms["bonds"]])
+    return universe
+
+
+def _decode_features(model, z, chunk=65536):
+    with torch.no_grad():
+        return np.concatenate([model.decode(z[i:i + chunk]).numpy() for i in range(0, len(z), chunk)])
+
+
+def decode(cv_module, z, atoms, latent=None):
+    """Decode latent points into structures (position features) or features (any other features).
+
+    Parameters
+    ----------
+    cv_module : mdcvkit.analysis.CollectiveVariable
+        Fitted CV (featurizer and model).
+    z : array_like or xarray.DataArray, shape (n, n_cv)
+        Latent points, in CV units.
+    atoms : dict
+        Topology of the training atoms (``AutoencoderCV._atoms``).
+    latent : torch.Tensor, optional
+        Already checked latent points (internal use by :func:`generate`).
+
+    Returns
+    -------
+    MDAnalysis.Universe or xarray.DataArray
+        For ``"aligned"`` or ``"positions"`` features: a Universe (in memory)
+        with one frame per latent point, positions in Å (in the frame of the
+        alignment reference for ``"aligned"``). Otherwise a DataArray of
+        decoded features, dims ("sample", "feature"), coords ``label``.
+    """
+    model, featurizer = cv_module.model, cv_module.featurizer
+    z = latent_points(z, model.n_cv) if latent is None else latent
+    features = _decode_features(model, z)
+    if isinstance(featurizer, (AlignedPositions, Positions)):
+        universe = topology_universe(atoms)
+        positions = features.reshape(len(features), featurizer.n_atoms, 3).astype(np.float32)
+        universe.load_new(positions, format=MemoryReader, order="fac")
+        return universe
+    return xr.DataArray(
+        features, dims=("sample", "feature"),
+        coords={"sample": np.arange(len(features)), "label": ("feature", list(featurizer.labels))},
+        attrs={"long_name": "decoded features"},
+    )
+
+
+def generate(cv_module, n, atoms, seed=0, cluster=None):
+    """Sample ``n`` latent points from the model's prior and decode them (see :func:`decode`).
+
+    Parameters
+    ----------
+    cv_module : mdcvkit.analysis.CollectiveVariable
+    n : int
+        Number of samples (frames).
+    atoms : dict
+        Topology of the training atoms.
+    seed : int, default 0
+        Seed of the prior samples.
+    cluster : int, optional
+        For ``"gmvae"``: sample only mixture component ``cluster``.
+
+    Returns
+    -------
+    MDAnalysis.Universe or xarray.DataArray
+    """
+    model = cv_module.model
+    if not hasattr(model, "sample_prior"):
+        raise ValueError(
+            f"{type(model).__name__} has no prior to sample from (only 'vae', 'gmvae' and 'wae' have one); "
+            "decode chosen latent points with decode(z) instead, e.g. decode(cv.results.cv[::100])"
+        )
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"n={n!r} must be a positive integer (at most {MAX_SAMPLES}), e.g. 100")
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        z = model.sample_prior(int(n), generator=generator, cluster=cluster).float().cpu()
+    return decode(cv_module, None, atoms, latent=z)

@@ -1,0 +1,163 @@
+"""Tests of mdcvkit.plot (figures drawn with the Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from mdcvkit import plot  # noqa: E402
+
+
+def test_loss_plot_marks_best_epoch():
+    history = xr.Dataset({"train": ("epoch", [1.0, 0.5, 0.4]), "validation": ("epoch", [1.1, 0.6, 0.7])},
+                         coords={"epoch": [0, 1, 2]}, attrs={"long_name": "loss", "best_epoch": 1})
+    ax = plot.loss(history)
+    assert [line.get_label() for line in ax.get_lines()][:2] == ["train", "validation"]
+    assert ax.get_lines()[2].get_xdata()[0] == 1
+    plt.close("all")
+
+
+def test_free_energy_1d_is_minus_kt_log_p():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200_000)
+    ax = plot.free_energy_surface(x, kT=1.0, bins=41)
+    centres, energy = ax.get_lines()[0].get_data()
+    inside = np.abs(centres) < 2
+    # harmonic well: F = x²/2 up to a constant, zero at the minimum
+    np.testing.assert_allclose(energy[inside], centres[inside] ** 2 / 2 - (centres[inside] ** 2 / 2).min(),
+                               atol=0.08)
+    plt.close("all")
+
+
+def test_free_energy_2d_and_ramachandran_draw_on_given_axes():
+    rng = np.random.default_rng(1)
+    cv = xr.DataArray(rng.normal(size=(5000, 2)), dims=("frame", "cv"), attrs={"long_name": "AE CV"})
+    fig, axes = plt.subplots(1, 2)
+    assert plot.free_energy_surface(cv, ax=axes[0]) is axes[0]
+    assert axes[0].get_xlabel() == "AE CV 1"
+    assert plot.ramachandran(rng.uniform(-180, 180, 100), rng.uniform(-180, 180, 100),
+                             color=rng.normal(size=100), ax=axes[1]) is axes[1]
+    with pytest.raises(ValueError, match="n_frames"):
+        plot.free_energy_surface(np.zeros((1, 2)))
+    plt.close("all")
+
+
+
+# =========================================================================================================
+# MSM validation figures: mdcvkit.plot.implied_timescales and mdcvkit.plot.ck_test
+# (block owned by the mdcvkit.msm work; keep it at the end of the file)
+# =========================================================================================================
+from deeptime.markov.msm import MarkovStateModel  # noqa: E402
+
+import mdcvkit.msm  # noqa: E402
+from mdcvkit import plot as mk_plot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def msm_chain_cv():
+    chain = MarkovStateModel(np.array([[0.90, 0.09, 0.01, 0.00], [0.09, 0.90, 0.00, 0.01],
+                                       [0.01, 0.00, 0.90, 0.09], [0.00, 0.01, 0.09, 0.90]]))
+    rng = np.random.default_rng(0)
+    return [np.array([0.0, 1.0, 3.0, 4.0])[chain.simulate(3000, seed=s)] + 0.05 * rng.standard_normal(3000)
+            for s in range(2)]
+
+
+@pytest.fixture(scope="module")
+def msm_its(msm_chain_cv):
+    return mdcvkit.msm.implied_timescales(msm_chain_cv, lags=[1, 2, 5], n_clusters=4, n_timescales=2, dt=2.0,
+                                          n_samples=5)
+
+
+@pytest.fixture(scope="module")
+def msm_ck(msm_chain_cv):
+    return mdcvkit.msm.ck_test(msm_chain_cv, lag=2, n_sets=2, mlags=3, n_clusters=4, n_samples=5, dt=2.0)
+
+
+def test_implied_timescales_plot(msm_its):
+    fig, ax = plt.subplots()
+    out = mk_plot.implied_timescales(msm_its, ax=ax, lag=4.0, lw=3)
+    assert out is ax
+    assert ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "lag time (ps)" and ax.get_ylabel() == "implied timescale (ps)"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "process 1" in labels and "process 2" in labels and "lag 4 ps" in labels
+    process = ax.get_lines()[labels.index("process 1")]
+    np.testing.assert_allclose(process.get_xdata(), [2.0, 4.0, 10.0])
+    np.testing.assert_allclose(process.get_ydata(), msm_its.timescales.sel(process=1))
+    assert process.get_linewidth() == 3  # kwargs reach ax.plot
+    assert len(ax.collections) == 3  # two intervals and the region below the lag line
+    plt.close(fig)
+
+
+def test_implied_timescales_plot_makes_axes_and_selects_processes(msm_its):
+    ax = mk_plot.implied_timescales(msm_its, processes=[1])
+    assert [line.get_label() for line in ax.get_lines()].count("process 2") == 0
+    plt.close(ax.figure)
+
+
+def test_ck_test_plot(msm_ck):
+    axes = mk_plot.ck_test(msm_ck, color="C2")
+    assert axes.shape == (2, 2)
+    assert axes[0, 1].get_title() == "set 0 → set 1"
+    assert axes[1, 0].get_xlabel() == "lag time (ps)" and axes[0, 0].get_ylabel() == "probability"
+    predicted = axes[1, 1].get_lines()[0]
+    np.testing.assert_allclose(predicted.get_xdata(), [0.0, 4.0, 8.0, 12.0])
+    np.testing.assert_allclose(predicted.get_ydata(), msm_ck.predicted.isel(from_set=1, to_set=1))
+    plt.close(axes[0, 0].figure)
+
+
+def test_ck_test_plot_marks_failed_estimates(msm_ck):
+    failing = msm_ck.copy()
+    failing["passed"] = failing.passed.copy(data=np.zeros(failing.passed.shape, dtype=bool))
+    axes = mk_plot.ck_test(failing)
+    assert "outside prediction" in [line.get_label() for line in axes[0, 0].get_lines()]
+    plt.close(axes[0, 0].figure)
+
+
+def test_msm_plots_reject_wrong_input(msm_its, msm_ck):
+    with pytest.raises(ValueError, match="mdcvkit.msm.implied_timescales"):
+        mk_plot.implied_timescales(msm_ck)
+    with pytest.raises(ValueError, match="mdcvkit.msm.ck_test"):
+        mk_plot.ck_test(msm_its)
+    fig, axes = plt.subplots(1, 3, squeeze=False)
+    with pytest.raises(ValueError, match=r"axes has shape \(1, 3\); pass a \(2, 2\) array"):
+        mk_plot.ck_test(msm_ck, axes=axes)
+    plt.close("all")
+
+
+# =========================================================================================================
+# Feature importance bar chart: mdcvkit.plot.feature_importance
+# (block owned by the model-family work; keep it at the end of the file)
+# =========================================================================================================
+
+
+@pytest.fixture(scope="module")
+def importance_features():
+    values = np.array([[0.1, 0.5, 0.2], [0.3, 0.0, 0.4]])
+    return xr.DataArray(values, dims=("cv", "feature"),
+                        coords={"cv": [0, 1], "label": ("feature", ["a", "b", "c"])},
+                        attrs={"long_name": "feature importance", "units": "CV per feature scale"})
+
+
+def test_feature_importance_plot(importance_features):
+    ax = mk_plot.feature_importance(importance_features, top=2)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["c", "b"]  # largest total first
+    assert len(ax.patches) == 4 and ax.get_ylabel() == "feature importance (CV per feature scale)"
+    plt.close(ax.figure)
+    atoms = xr.DataArray(np.ones((1, 2)), dims=("cv", "atom"),
+                         coords={"cv": [0], "name": ("atom", ["CA", "CB"]), "index": ("atom", [4, 6])})
+    ax = mk_plot.feature_importance(atoms)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CA4", "CB6"]
+    plt.close(ax.figure)
+
+
+def test_feature_importance_plot_rejects_wrong_input(importance_features):
+    with pytest.raises(ValueError, match="dims \\('cv', level\\)"):
+        mk_plot.feature_importance(importance_features.values)
+    with pytest.raises(ValueError, match="top=0 must be a positive integer"):
+        mk_plot.feature_importance(importance_features, top=0)
+    plt.close("all")
