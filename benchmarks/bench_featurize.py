@@ -37,6 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _table import print_table  # noqa: E402
+
 import mdcvkit as mk  # noqa: E402
 from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402
 
@@ -111,12 +113,6 @@ def rows(figures):
          f"goal >= {GOAL_RATIO:g}: {'met' if ratio >= GOAL_RATIO else 'MISSED'}"),
         ("featurize", f"{figures['n_workers']} workers / serial", "speed-up", f"{speedup:.2f}x", ""),
     ]
-
-
-def print_table(table):
-    widths = [max(len(str(row[k])) for row in table) for k in range(len(table[0]))]
-    for row in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def main(argv=None):

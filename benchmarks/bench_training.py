@@ -51,6 +51,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _table import print_table  # noqa: E402
+
 import mdcvkit as mk  # noqa: E402
 from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
@@ -233,12 +235,6 @@ def rows(figures):
         ("training", "mlcolvar / mdcvkit", "speed-up", f"{figures['speedup']:.1f}x",
          f"goal >= {GOAL_SPEEDUP:g}x: {'met' if figures['speedup'] >= GOAL_SPEEDUP else 'MISSED'}"),
     ]
-
-
-def print_table(table):
-    widths = [max(len(str(row[k])) for row in table) for k in range(len(table[0]))]
-    for row in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def main(argv=None):

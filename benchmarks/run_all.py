@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _table import print_table
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_training", "bench_featurize")
@@ -48,7 +49,7 @@ def main(argv=None):
         print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
         table.extend(module.rows(figures))
     print("\n== summary")
-    module.print_table(table)
+    print_table(table)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from ._io import atomic_path
 from .features import (
     AlignedPositions,
     FeatureCollector,
+    Positions,
+    atom_names,
     featurizer_config,
     featurizer_from_config,
     kabsch_align,
@@ -92,7 +94,12 @@ class AutoencoderCV(AnalysisBase):
     n_cv : int, default 2
         Dimension of the CV (the bottleneck).
     model : str, default "ae"
-        One of :data:`mdcvkit.models.MODELS`.
+        One of :data:`mdcvkit.models.MODELS`: ``"ae"`` (deterministic),
+        ``"tae"`` (time-lagged), ``"vae"`` (variational), ``"gmvae"``
+        (Gaussian-mixture VAE), ``"wae"`` (Wasserstein, MMD), ``"dae"``
+        (denoising). Settings of the model itself (``beta``, ``n_clusters``,
+        ``mmd_weight``, ``kernel_bandwidth``, ``noise``) go in ``**model_kwargs``;
+        one that the chosen model does not take raises a ValueError.
     features : str, list of str or Featurizer, default "aligned"
         ``"aligned"`` (Kabsch-fitted positions), ``"positions"`` (raw),
         ``"distances"`` (all pairs, minimum image when the Universe has a
@@ -109,7 +116,11 @@ class AutoencoderCV(AnalysisBase):
         Per-frame weights of the analysed frames (e.g. FEBILAE reweighting of
         biased frames); pass ``log_weights`` for large biases.
     lag : int, default 0
-        Lag in analysed frames for time-lagged models.
+        Lag in analysed frames for time-lagged models. ``model="tae"`` needs
+        ``lag >= 1`` (a ValueError otherwise: there is no sensible default
+        lag, it sets the timescale the CV resolves); with ``"gmvae"`` a lag
+        gives the time-lagged variant. Must be smaller than the longest
+        trajectory (in analysed frames).
     max_epochs, batch_size, learning_rate, patience, validation_fraction, device, seed
         Passed to :class:`mdcvkit.training.Trainer`.
     chunk_size : int, default 1000
@@ -131,6 +142,9 @@ class AutoencoderCV(AnalysisBase):
         The training features.
     results.validation : numpy.ndarray of bool, shape (n_frames,)
         Frames held out for validation.
+    results.clusters : xarray.Dataset, dims ("frame", "cluster")
+        ``model="gmvae"`` only: ``assignment`` (most probable cluster of
+        each frame) and ``probability`` (soft assignment q(y|x), rows sum to 1).
 
     Examples
     --------
@@ -156,10 +170,10 @@ class AutoencoderCV(AnalysisBase):
             raise ValueError("atomgroup is an empty list; pass an AtomGroup or a list of AtomGroups")
         for k, group in enumerate(groups):
             _check_atomgroup(group, "atomgroup" if len(groups) == 1 else f"atomgroup[{k}]")
-            if list(group.names) != list(groups[0].names):
+            if atom_names(group) != atom_names(groups[0]):
                 raise ValueError(
-                    f"atomgroup[{k}] has atoms {list(group.names)[:5]}... but atomgroup[0] has "
-                    f"{list(groups[0].names)[:5]}...; every trajectory needs the same atoms in the same order"
+                    f"atomgroup[{k}] has atoms {atom_names(group)[:5]}... but atomgroup[0] has "
+                    f"{atom_names(groups[0])[:5]}...; every trajectory needs the same atoms in the same order"
                 )
         super().__init__(groups[0].universe.trajectory)
         if model not in MODELS:
@@ -275,7 +289,7 @@ class AutoencoderCV(AnalysisBase):
             reference = self._reference_positions(group)
         if not np.all(np.isfinite(reference)):
             raise ValueError(f"frame {first} has NaN or infinite coordinates; it cannot be the reference structure")
-        self._featurizer = AlignedPositions(reference, names=list(group.names))
+        self._featurizer = AlignedPositions(reference, names=atom_names(group))
 
     def _conclude(self):
         features = self.results.features
@@ -362,9 +376,9 @@ class AutoencoderCV(AnalysisBase):
         """
         self._check_fitted("transform")
         _check_atomgroup(atomgroup)
-        if list(atomgroup.names) != list(self._atoms["names"]):
+        if atom_names(atomgroup) != list(self._atoms["names"]):
             raise ValueError(
-                f"atomgroup has {atomgroup.n_atoms} atoms named {list(atomgroup.names)[:6]}..., but the CV "
+                f"atomgroup has {atomgroup.n_atoms} atoms named {atom_names(atomgroup)[:6]}..., but the CV "
                 f"was trained on {len(self._atoms['names'])} atoms named {list(self._atoms['names'])[:6]}...; "
                 "select the same atoms in the same order"
             )
@@ -513,6 +527,54 @@ class AutoencoderCV(AnalysisBase):
         return importance.feature_importance(self.results.model, self.results.features, self._atoms,
                                              weights=p, per=per, normalized=normalized)
 
+    def top_k(self, k):
+        """A new, unfitted AutoencoderCV with the same settings on the ``k`` most important inputs.
+
+        Importance is :meth:`feature_importance` summed over CVs. For
+        ``"distances"`` the ``k`` most important pairs are kept, for
+        ``"dihedrals"`` the ``k`` most important dihedrals (sin and cos
+        together); for ``"aligned"`` or ``"positions"`` the ``k`` most
+        important atoms (a sub-selection of the AtomGroup, so a coordinate is
+        never split from its atom). Call ``run`` on the result with the same
+        frames to retrain.
+
+        Parameters
+        ----------
+        k : int
+            Number of pairs, dihedrals or atoms to keep.
+
+        Returns
+        -------
+        AutoencoderCV
+            Not yet run.
+        """
+        self._check_fitted("top_k")
+        if not hasattr(self, "_groups"):
+            raise ValueError("top_k() needs the training atoms, which a loaded CV does not keep; "
+                             "call it on the AutoencoderCV that ran")
+        settings = dict(n_cv=self.n_cv, model=self.model_name, reference=self.reference, hidden=self.hidden,
+                        activation=self.activation, weights=self.weights, log_weights=self.log_weights,
+                        lag=self.lag, max_epochs=self.trainer.max_epochs, batch_size=self.trainer.batch_size,
+                        learning_rate=self.trainer.learning_rate, patience=self.trainer.patience,
+                        validation_fraction=self.trainer.validation_fraction, device=self.trainer.device,
+                        seed=self.seed, chunk_size=self.chunk_size, memory_budget=self.memory_budget,
+                        **self.model_kwargs)
+        groups = self._groups
+        if isinstance(self._featurizer, (AlignedPositions, Positions)):
+            n_atoms = groups[0].n_atoms
+            if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 3 <= k <= n_atoms:
+                raise ValueError(f"k={k!r} must be an integer in [3, {n_atoms}] atoms for position features")
+            scores = self.feature_importance(per="atom").sum("cv").values
+            keep = np.sort(np.argsort(-scores, kind="stable")[:k])
+            groups = [group[keep] for group in groups]
+            if not isinstance(self.reference, str):
+                settings["reference"] = np.asarray(self.reference)[keep]
+            features = self.features
+        else:
+            scores = self.feature_importance().sum("cv").values
+            features = importance.top_k_featurizer(self._featurizer, scores, k)
+        return type(self)(groups if len(groups) > 1 else groups[0], features=features, **settings)
+
     def to_torchscript(self, path):
         """Export the CV (positions in Å -> CV) as TorchScript, loadable with ``torch.jit.load``.
 
@@ -538,7 +600,7 @@ class AutoencoderCV(AnalysisBase):
 
 
 def _atom_table(group):
-    table = {"names": [str(n) for n in group.names],
+    table = {"names": atom_names(group),
              "resnames": [str(n) for n in group.resnames],
              "resids": [int(i) for i in group.resids],
              "indices": [int(i) for i in group.indices]}

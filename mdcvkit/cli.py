@@ -78,7 +78,7 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     fig, ax = plt.subplots(figsize=(5, 4))
     plot.free_energy_surface(cv.results.cv, ax=ax)
     _save_figure(fig, output / "free_energy.png")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     for k, ax in enumerate(axes):
         plot.ramachandran(angles[:, 0], angles[:, 1], color=cv.results.cv[:, k].values, ax=ax, cmap="coolwarm")
         ax.set_title(f"coloured by CV {k + 1}")

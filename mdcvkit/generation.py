@@ -98,6 +98,11 @@ def decode(cv_module, z, atoms, latent=None):
     latent : torch.Tensor, optional
         Already checked latent points (internal use by :func:`generate`).
 
+    Notes
+    -----
+    For the probabilistic models the decoded structure is the mean of
+    p(x|z); the learned decoder noise is not added.
+
     Returns
     -------
     MDAnalysis.Universe or xarray.DataArray

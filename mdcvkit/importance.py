@@ -4,9 +4,10 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .features import Dihedrals, PairwiseDistances
 from .training import weighted_mean
 
-__all__ = ["feature_importance", "LEVELS"]
+__all__ = ["feature_importance", "top_k_featurizer", "LEVELS"]
 
 #: Levels at which :func:`feature_importance` reports.
 LEVELS = ("feature", "atom", "residue")
@@ -97,3 +98,43 @@ def feature_importance(cv_module, features, atoms, weights=None, per="feature", 
     return xr.DataArray(per_residue, dims=("cv", "residue"), attrs=attrs, coords={
         "cv": np.arange(model.n_cv), "resid": ("residue", unique),
         "resname": ("residue", [resnames[i] for i in first])})
+
+
+def top_k_featurizer(featurizer, scores, k):
+    """A featurizer that computes only the ``k`` most important features of ``featurizer``.
+
+    Parameters
+    ----------
+    featurizer : PairwiseDistances or Dihedrals
+        For distances the ``k`` pairs with the largest scores are kept; for
+        dihedrals the ``k`` dihedrals whose (sin, cos) pair has the largest
+        summed score (so ``2 k`` features).
+    scores : array_like, shape (n_features,)
+        Importance of each feature, e.g. :func:`feature_importance` summed over CVs.
+    k : int
+        Number of pairs or dihedrals to keep (1 <= k <= their number).
+
+    Returns
+    -------
+    PairwiseDistances or Dihedrals
+        Built for the same atoms, features in their original order.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if isinstance(featurizer, PairwiseDistances):
+        units, config = scores, featurizer.get_config()
+    elif isinstance(featurizer, Dihedrals):
+        units, config = scores.reshape(-1, 2).sum(axis=1), featurizer.get_config()
+    else:
+        raise ValueError(
+            f"top-k features need 'distances' or 'dihedrals' features, not {type(featurizer).__name__}; "
+            "for positions keep the most important atoms (AutoencoderCV.top_k does)"
+        )
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= len(units):
+        raise ValueError(f"k={k!r} must be an integer in [1, {len(units)}] for these features")
+    keep = np.sort(np.argsort(-units, kind="stable")[:k])
+    if isinstance(featurizer, PairwiseDistances):
+        config["pairs"] = [config["pairs"][i] for i in keep]
+        return PairwiseDistances(**config)
+    config["quadruplets"] = [config["quadruplets"][i] for i in keep]
+    config["dihedral_names"] = [config["dihedral_names"][i] for i in keep]
+    return Dihedrals(**config)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 from scipy.special import logsumexp
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "weighted_mean",

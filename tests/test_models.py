@@ -307,6 +307,7 @@ def test_tae_pairs_never_cross_trajectories(heavy):
     np.testing.assert_array_equal(target, [3, 7, 11, 15])
 
 
+@pytest.mark.filterwarnings("ignore:(Unit cell dimensions|Found missing chainIDs):UserWarning")
 def test_generate_universe_with_topology(tmp_path, ala2, heavy):
     cv = mk.AutoencoderCV(heavy, n_cv=2, model="vae", **SHORT).run(step=STEP)
     u = cv.generate(7, seed=1)
@@ -476,3 +477,81 @@ def test_gmvae_clusters_are_alanine_dipeptide_basins(ala2, heavy):
     np.add.at(counts, (cv.results.clusters["assignment"].values, basins), 1)
     purity = counts.max(axis=1).sum() / counts.sum()
     assert purity >= 0.85, counts
+
+
+# --------------------------------------------------------------------------------------------------
+# the other checks of the issue on alanine dipeptide: VAE latent mean, reconstructions, TAE vs AE
+
+FAMILY_STEP, FAMILY_EPOCHS, FAMILY_LAG = 10, 60, 10  # 10,000 frames; lag 10 frames = 100 ps
+
+
+@pytest.fixture(scope="module")
+def family(heavy):
+    return {name: mk.AutoencoderCV(heavy, n_cv=2, model=name, lag=FAMILY_LAG if name == "tae" else 0,
+                                   max_epochs=FAMILY_EPOCHS, seed=0).run(step=FAMILY_STEP)
+            for name in ("ae", "tae", "vae", "wae", "dae")}
+
+
+def test_vae_latent_mean_determines_backbone_dihedrals(ala2, family):
+    from MDAnalysis.analysis.dihedrals import Ramachandran
+
+    angles = np.deg2rad(Ramachandran(ala2.select_atoms("resname ALA")).run(step=FAMILY_STEP).results.angles[:, 0])
+    targets = np.hstack([np.sin(angles), np.cos(angles)])
+    cv = family["vae"]
+    score = mk.metrics.knn_score(cv.results.cv, targets, lengths=cv._lengths)
+    assert float(score) >= 0.9, score.attrs["per_target"]
+
+
+@pytest.mark.parametrize("name", ["vae", "wae", "dae"])
+def test_held_out_reconstructions(family, name):
+    """Spearman correlation >= 0.99 between held-out aligned coordinates and their reconstruction."""
+    from scipy.stats import spearmanr
+
+    cv = family[name]
+    held_out = cv.results.features[cv.results.validation]
+    model = cv.results.model.model
+    with torch.no_grad():
+        reconstructed = model.decode(model.encode(torch.as_tensor(held_out))).numpy()
+    assert ((reconstructed - held_out) ** 2).mean() < 0.05  # Å² per coordinate
+    assert spearmanr(reconstructed.ravel(), held_out.ravel()).statistic >= 0.99
+
+
+def test_tae_follows_the_slowest_process_better_than_ae(family):
+    """R² of the first TICA component (deeptime, same features and lag) fitted linearly on each CV."""
+    from deeptime.decomposition import TICA
+
+    features, lengths = family["ae"].results.features, family["ae"]._lengths
+    trajectories = np.split(np.asarray(features), np.cumsum(lengths)[:-1])
+    tica = TICA(lagtime=FAMILY_LAG, dim=1).fit(trajectories).fetch_model()
+    ic1 = np.concatenate([tica.transform(t) for t in trajectories])[:, 0]
+
+    def r2(cv):
+        design = np.column_stack([cv.results.cv.values, np.ones(len(ic1))])
+        residual = ic1 - design @ np.linalg.lstsq(design, ic1, rcond=None)[0]
+        return 1 - residual.var() / ic1.var()
+
+    assert r2(family["tae"]) >= 0.8 and r2(family["tae"]) > r2(family["ae"]) + 0.2, (r2(family["tae"]),
+                                                                                   r2(family["ae"]))
+
+
+def test_top_k_retrains_on_the_most_important_inputs(heavy):
+    cv = mk.AutoencoderCV(heavy, n_cv=1, features="distances", **SHORT).run(step=STEP)
+    scores = cv.feature_importance().sum("cv")
+    best = set(scores.sortby(-scores)["label"].values[:5])
+    smaller = cv.top_k(5)
+    assert set(smaller._featurizer.labels) == best and smaller.model_name == "ae"
+    smaller.run(step=STEP)
+    assert smaller.results.features.shape == (1000, 5)
+    atoms = mk.AutoencoderCV(heavy, n_cv=2, model="vae", beta=0.5, **SHORT).run(step=STEP).top_k(4)
+    assert atoms._groups[0].n_atoms == 4 and atoms.model_kwargs == {"beta": 0.5}
+    with pytest.raises(ValueError, match=r"k=46 must be an integer in \[1, 45\]"):
+        cv.top_k(46)
+    with pytest.raises(ValueError, match=r"k=2 must be an integer in \[3, 10\] atoms"):
+        mk.AutoencoderCV(heavy, **SHORT).run(step=STEP).top_k(2)
+
+
+def test_gmvae_time_lagged_variant(heavy):
+    """With a lag the GMVAE decodes x(t + lag) from x(t); the pairs stay inside the four trajectories."""
+    cv = mk.AutoencoderCV(heavy, n_cv=2, model="gmvae", n_clusters=3, lag=5, **SHORT).run(step=STEP)
+    assert cv.lag == 5 and np.all(np.isfinite(cv.results.loss["validation"]))
+    assert cv.results.clusters["probability"].shape == (1000, 3)
