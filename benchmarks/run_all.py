@@ -1,15 +1,17 @@
-"""Run every benchmark of issue 2 and print one table: what ``make bench`` runs.
+"""Run every benchmark of issues 2 and 3 and print one table: what ``make bench`` runs.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/run_all.py            # about three minutes on two busy cores
+    .venv/bin/python benchmarks/run_all.py            # about four minutes on two busy cores
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run
 
 It runs ``bench_training.py`` (mdcvkit's training engine against mlcolvar's
 ``AutoEncoderCV``; needs ``pip install -e ".[bench]"``) and ``bench_featurize.py``
-(``FeatureCollector`` against a bare MDAnalysis loop, serial and with 2 workers), each with its
-defaults, one after the other in this process, and prints their rows in one table. The ratios
-of each benchmark come from timings taken side by side in the same run.
+(``FeatureCollector`` against a bare MDAnalysis loop, serial and with 2 workers), then, for
+issue 3, ``bench_models.py`` (seconds per epoch of each model of the autoencoder family, and
+``"tae"`` against deeptime's ``TAE``), each with its defaults, one after the other in this
+process, and prints their rows in one table. The ratios of each benchmark come from timings
+taken side by side in the same run.
 """
 
 import argparse
@@ -24,7 +26,7 @@ import torch
 from _table import print_table
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_training", "bench_featurize")
+BENCHMARKS = ("bench_training", "bench_featurize", "bench_models")
 
 
 def main(argv=None):

@@ -17,7 +17,9 @@ def test_demo_writes_report(tmp_path):
     report = cli.demo(tmp_path, step=50, max_epochs=3)
     text = report.read_text()
     assert "R² =" in text
-    for name in ("cv.nc", "model.pt", "loss.png", "free_energy.png", "ramachandran.png"):
+    assert "Chapman–Kolmogorov" in text
+    for name in ("cv.nc", "model.pt", "loss.png", "free_energy.png", "ramachandran.png", "implied_timescales.png",
+                 "ck_test.png"):
         assert (tmp_path / name).stat().st_size > 0
     cv = xr.open_dataarray(tmp_path / "cv.nc")
     assert cv.dims == ("frame", "cv") and cv.sizes["frame"] == 2000
