@@ -575,6 +575,47 @@ class AutoencoderCV(AnalysisBase):
             features = importance.top_k_featurizer(self._featurizer, scores, k)
         return type(self)(groups if len(groups) > 1 else groups[0], features=features, **settings)
 
+    def to_plumed(self, folder, *, label="cv", temperature=300.0):
+        """Export the CV for PLUMED: a traced model for ``PYTORCH_MODEL`` and a ``plumed.dat``.
+
+        PLUMED computes the descriptors (``TORSION`` for dihedral features,
+        ``DISTANCE`` for non-periodic distances) of the training atoms, whose
+        indices in the simulated system are the AtomGroup's indices; the model
+        maps them to the CV. See :func:`mdcvkit.biasing.to_plumed` for the files.
+
+        Parameters
+        ----------
+        folder : str or path-like
+            Output folder (created when missing).
+        label : str, default "cv"
+            PLUMED label of the model; components are ``{label}.node-k``.
+        temperature : float, default 300
+            Temperature (K) of the commented bias examples in ``plumed.dat``.
+
+        Returns
+        -------
+        pathlib.Path
+            Path of ``plumed.dat``.
+
+        Raises
+        ------
+        ValueError
+            For aligned or raw Cartesian features, which need PLUMED's
+            FIT_TO_TEMPLATE and are not exported yet: train on
+            ``features="distances"`` or ``"dihedrals"`` to export.
+        """
+        self._check_fitted("to_plumed")
+        from .biasing import DescriptorCV, to_plumed
+
+        if isinstance(self.results.model.featurizer, (AlignedPositions, Positions)):
+            raise ValueError(
+                f"features={type(self.results.model.featurizer).__name__} cannot be exported to PLUMED yet "
+                "(aligned coordinates need FIT_TO_TEMPLATE); train with features='distances' or 'dihedrals'"
+            )
+        descriptor_cv = DescriptorCV.from_collective_variable(self.results.model)
+        return to_plumed(descriptor_cv, folder, particles=self._atoms["indices"], label=label,
+                         temperature=temperature)
+
     def to_torchscript(self, path):
         """Export the CV (positions in Å -> CV) as TorchScript, loadable with ``torch.jit.load``.
 

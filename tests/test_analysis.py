@@ -159,3 +159,16 @@ def test_transform_and_load_errors(tmp_path, ala2, fitted):
     corrupt.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="is not a CV saved by mdcvkit"):
         mk.AutoencoderCV.load(corrupt)
+
+
+def test_to_plumed_writes_descriptors_and_model(tmp_path, ala2):
+    backbone = ala2.select_atoms("backbone")
+    cv = mk.AutoencoderCV(backbone, n_cv=1, features="dihedrals", max_epochs=2, seed=0).run(step=200)
+    plumed = cv.to_plumed(tmp_path / "plumed")
+    text = plumed.read_text()
+    assert "TORSION" in text and "PYTORCH_MODEL" in text
+    # PLUMED numbers atoms from 1: the phi torsion C(ACE)-N-CA-C of the system
+    phi = ala2.select_atoms("resname ACE and name C", "resname ALA and name N CA C").indices + 1
+    assert ",".join(str(i) for i in phi) in text.replace(" ", "")
+    with pytest.raises(ValueError, match="cannot be exported to PLUMED yet"):
+        mk.AutoencoderCV(ala2.select_atoms("not name H*"), max_epochs=1).run(step=500).to_plumed(tmp_path)
