@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_models.py            # about two minutes on two busy cores
+    .venv/bin/python benchmarks/bench_models.py            # about a minute on two busy cores
     .venv/bin/python benchmarks/bench_models.py --quick    # a smoke run
 
 Data, for every part: the shipped implicit-solvent alanine dipeptide, heavy atoms (10), aligned
@@ -23,20 +23,20 @@ normalisation ``mk.AutoencoderCV`` uses (the featurizer's scale groups), trained
 every epoch runs. s/epoch = wall time of the whole ``fit`` / epochs.
 
 (b) **"tae" against deeptime** (``deeptime.decomposition.deep.TAE``, Wehmeyer & Noé's
-time-lagged autoencoder), the way deeptime's documentation trains it: ``TimeLaggedDataset`` of
-the training pairs, ``DataLoader(batch_size, shuffle=True)``, ``tae.fit(loader, n_epochs,
-validation_loader=...)`` with the validation pairs in one batch (mdcvkit also evaluates them once
-per epoch). deeptime has no input normalisation, so it is given the features standardised with
-the per-feature mean and standard deviation of the training inputs, and mdcvkit's model runs with
-per-feature standardisation (``scale_groups=None``) fitted on the same frames: both minimise the
-same squared error of standardised x(t + lag) (deeptime sums it, mdcvkit averages; Adam does
-not care). deeptime's encoder and decoder are its own ``MLP`` (30-40-2, 2-40-30, tanh) loaded
-with the initial weights of mdcvkit's model, so both start from the same network. A third row,
-``deeptime, batched loader``, feeds the same ``TAE.fit`` whole minibatches (a ``BatchSampler``
-over the dataset, and the validation pairs as one slice: no per-frame collation): how much of the
-gap is deeptime's data loading.
-The standardisation and loader set-up count in deeptime's time, as the split and normalisation
-count in mdcvkit's ``fit``. The contenders are timed alternately, ``--repeats`` times; medians.
+time-lagged autoencoder), fed the way deeptime's examples feed its deep estimators:
+``TimeLaggedDataset`` of the training pairs, ``DataLoader(batch_size, shuffle=True)``,
+``tae.fit(loader, n_epochs, validation_loader=...)`` with the validation pairs in one batch
+(mdcvkit also evaluates them once per epoch). deeptime has no input normalisation, so it is
+given the features standardised with the per-feature mean and standard deviation of the training
+inputs, and mdcvkit's model runs with per-feature standardisation (``scale_groups=None``) fitted
+on the same frames: both minimise the same squared error of standardised x(t + lag) (deeptime
+sums it, mdcvkit averages; Adam does not care). deeptime's encoder and decoder are its own
+``MLP`` (30-40-2, 2-40-30, tanh) loaded with the initial weights of mdcvkit's model, so both
+start from the same network. A third row, ``deeptime, batched loader``, feeds the same
+``TAE.fit`` whole minibatches (a ``BatchSampler`` over the dataset, and the validation pairs as
+one slice: no per-frame collation): how much of the gap is deeptime's data loading. The
+standardisation and loader set-up count in deeptime's time, as the split and normalisation count
+in mdcvkit's ``fit``. The contenders are timed alternately, ``--repeats`` times; medians.
 
 Validation loss: one function, :func:`held_out_mse`, scores every fitted model: the MSE, in Å²
 (mean over held-out pairs and the 30 coordinates), of the reconstruction of x(t + lag) from x(t)
@@ -134,7 +134,7 @@ def new_tae(n_features):
 def fit_deeptime(initial, features, train, val, epochs, batch_size, batched=False):
     """Train deeptime's TAE from the weights of mdcvkit's model ``initial``; return (s/epoch, reconstruct).
 
-    ``batched=False`` is deeptime's documented loader (per-frame items, default collation);
+    ``batched=False`` is the loader of deeptime's examples (per-frame items, default collation);
     ``batched=True`` hands ``TAE.fit`` whole minibatches through a ``BatchSampler`` and the
     validation pairs in one indexing call.
     """
@@ -273,11 +273,12 @@ def rows(figures):
     table += [
         ("models", "mdcvkit 'tae', per-feature std.", "s/epoch", f"{m['mdcvkit']:.4f}",
          f"{note}{s['mdcvkit']:.5f} Å² (best epoch {v['best_epoch']})"),
-        ("models", "deeptime TAE, documented loader", "s/epoch", f"{m['deeptime']:.4f}",
+        ("models", "deeptime TAE, per-frame loader", "s/epoch", f"{m['deeptime']:.4f}",
          f"{note}{s['deeptime']:.5f} Å² (last epoch)"),
         ("models", "deeptime TAE, batched loader", "s/epoch", f"{m['deeptime_batched']:.4f}",
          f"{note}{s['deeptime_batched']:.5f} Å² (last epoch)"),
         ("models", "deeptime / mdcvkit 'tae'", "speed-up", f"{v['speedup']:.1f}x",
+         "--quick: fits of milliseconds, no measurement" if figures.get("quick") else
          f"goal >= {GOAL_SPEEDUP:g}x: {'met' if v['speedup'] >= GOAL_SPEEDUP else 'MISSED'}"),
         ("models", "deeptime batched / mdcvkit 'tae'", "speed-up",
          f"{m['deeptime_batched'] / m['mdcvkit']:.1f}x", "deeptime without its per-frame data loading"),
@@ -301,6 +302,7 @@ def main(argv=None):
     print(f"bench_models on {platform.node()} ({platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
     figures = run(args.step, args.lag, args.family_epochs, args.epochs, args.batch_size, args.repeats)
+    figures["quick"] = args.quick
     print_table([("benchmark", "engine", "figure", "median", "note"), *rows(figures)])
     v = figures["versus"]
     print(f"held-out pairs {v['n_val']} (training {v['n_train']}); predicting x(t+lag) by the training mean "
