@@ -1,14 +1,13 @@
 """Tests of mdcvkit.models: the autoencoder family, each loss against a hand computation, and
 AutoencoderCV with every model (time-lagged pairs, generation, clusters, save/load, errors)."""
 
-import MDAnalysis as mda
 import numpy as np
 import pytest
 import torch
+from conftest import SHORT, STEP
 from scipy.stats import norm
 
 import mdcvkit as mk
-from mdcvkit.importance import feature_importance
 from mdcvkit.models import (
     MODELS,
     AutoEncoder,
@@ -263,25 +262,6 @@ def test_model_setting_errors():
 # --------------------------------------------------------------------------------------------------
 # AutoencoderCV with every model on the shipped alanine dipeptide (short runs)
 
-SHORT = dict(max_epochs=3, hidden=(16,), seed=0)
-STEP = 100  # 1,000 of the 100,000 frames
-
-
-@pytest.fixture(scope="module")
-def ala2():
-    return mk.datasets.alanine_dipeptide()
-
-
-@pytest.fixture(scope="module")
-def heavy(ala2):
-    return ala2.select_atoms("not name H*")
-
-
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def short_fit(request, heavy):
-    name = request.param
-    return mk.AutoencoderCV(heavy, n_cv=2, model=name, lag=1 if name == "tae" else 0, **SHORT).run(step=STEP)
-
 
 def test_short_fit_cv_and_save_load_round_trip(tmp_path, heavy, short_fit):
     cv = short_fit.results.cv
@@ -305,34 +285,6 @@ def test_tae_pairs_never_cross_trajectories(heavy):
     source, target = mk.training.lagged_pairs(cv._lengths, cv.lag)
     np.testing.assert_array_equal(source, [0, 4, 8, 12])
     np.testing.assert_array_equal(target, [3, 7, 11, 15])
-
-
-@pytest.mark.filterwarnings("ignore:(Unit cell dimensions|Found missing chainIDs):UserWarning")
-def test_generate_universe_with_topology(tmp_path, ala2, heavy):
-    cv = mk.AutoencoderCV(heavy, n_cv=2, model="vae", **SHORT).run(step=STEP)
-    u = cv.generate(7, seed=1)
-    assert isinstance(u, mda.Universe) and u.trajectory.n_frames == 7 and u.atoms.n_atoms == heavy.n_atoms
-    assert list(u.atoms.names) == list(heavy.names) and list(u.atoms.resids) == list(heavy.resids)
-    assert list(u.residues.resnames) == list(heavy.residues.resnames)
-    assert len(u.atoms.bonds) == len(heavy.intra_bonds) > 0
-    np.testing.assert_array_equal(u.trajectory.timeseries(), cv.generate(7, seed=1).trajectory.timeseries())
-    assert not np.array_equal(u.trajectory.timeseries(), cv.generate(7, seed=2).trajectory.timeseries())
-    with mda.Writer(str(tmp_path / "generated.pdb"), u.atoms.n_atoms) as writer:
-        for _ in u.trajectory:
-            writer.write(u.atoms)
-    assert mda.Universe(str(tmp_path / "generated.pdb")).trajectory.n_frames == 7
-    # decode a straight path through CV space, given as a DataArray of the training CV
-    path = cv.decode(cv.results.cv[:3])
-    positions = path.trajectory.timeseries(order="fac")
-    features = cv.results.model.model.decode(torch.as_tensor(cv.results.cv.values[:3])).detach().numpy()
-    np.testing.assert_allclose(positions.reshape(3, -1), features, rtol=1e-6)
-
-
-def test_generate_features_for_other_featurizers(heavy):
-    cv = mk.AutoencoderCV(heavy, n_cv=2, model="wae", features="distances", **SHORT).run(step=STEP)
-    decoded = cv.generate(4)
-    assert decoded.dims == ("sample", "feature") and decoded.shape == (4, 45)
-    assert decoded["label"].values[0].startswith("d(")
 
 
 def test_gmvae_clusters_and_cluster_generation(heavy):
@@ -365,53 +317,8 @@ def test_lag_longer_than_trajectories(heavy):
         mk.AutoencoderCV(heavy, model="tae", lag=10, validation_fraction=0.0).run(step=6250)
 
 
-def test_generate_and_decode_errors(heavy, short_fit):
-    if short_fit.model_name in ("ae", "tae", "dae"):
-        with pytest.raises(ValueError, match="has no prior to sample from"):
-            short_fit.generate(3)
-    else:
-        with pytest.raises(ValueError, match="n=0 must be a positive integer"):
-            short_fit.generate(0)
-    with pytest.raises(ValueError, match="z holds 1 NaN or infinite values"):
-        short_fit.decode([[0.0, np.inf]])
-    with pytest.raises(ValueError, match=r"z has shape \(2, 3\); pass latent points of shape \(n, 2\)"):
-        short_fit.decode(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="call run\\(\\) before generate"):
-        mk.AutoencoderCV(heavy, model="vae").generate(3)
-
-
 # --------------------------------------------------------------------------------------------------
 # feature importance
-
-
-def test_feature_importance_of_a_linear_cv_is_its_weights(heavy):
-    cv = mk.AutoencoderCV(heavy, n_cv=2, features="distances", activation=None, hidden=(), max_epochs=2,
-                          seed=0).run(step=STEP)
-    model = cv.results.model.model
-    weight = model.encoder[0].weight.detach().numpy()  # (n_cv, n_features), on normalised features
-    importance = cv.feature_importance()
-    assert importance.dims == ("cv", "feature") and importance.shape == (2, 45)
-    np.testing.assert_allclose(importance.values, np.abs(weight), rtol=1e-5)
-    raw = cv.feature_importance(normalized=False)
-    np.testing.assert_allclose(raw.values, np.abs(weight) / model.normalization.scale.numpy(), rtol=1e-5)
-    assert importance["label"].values[0] == "d(CH3,C)" and importance["atoms"].values[0] == "CH3,C"
-    atoms = cv.feature_importance(per="atom")
-    assert atoms.dims == ("cv", "atom") and list(atoms["name"].values) == list(heavy.names)
-    np.testing.assert_array_equal(atoms["index"].values, heavy.indices)
-    np.testing.assert_allclose(atoms.sum("atom"), importance.sum("feature"), rtol=1e-10)
-    residues = cv.feature_importance(per="residue")
-    assert list(residues["resname"].values) == ["ACE", "ALA", "NME"]
-    np.testing.assert_allclose(residues.sum("residue"), importance.sum("feature"), rtol=1e-10)
-    with pytest.raises(ValueError, match="per='bond' is not known"):
-        cv.feature_importance(per="bond")
-
-
-def test_feature_importance_is_weighted_like_the_training(heavy):
-    n = 1000
-    weights = np.r_[np.ones(n // 2), np.zeros(n // 2)]
-    cv = mk.AutoencoderCV(heavy, n_cv=1, features="distances", weights=weights, **SHORT).run(step=STEP)
-    expected = feature_importance(cv.results.model, cv.results.features[: n // 2], cv._atoms)
-    np.testing.assert_allclose(cv.feature_importance().values, expected.values, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -532,22 +439,6 @@ def test_tae_follows_the_slowest_process_better_than_ae(family):
 
     assert r2(family["tae"]) >= 0.8 and r2(family["tae"]) > r2(family["ae"]) + 0.2, (r2(family["tae"]),
                                                                                    r2(family["ae"]))
-
-
-def test_top_k_retrains_on_the_most_important_inputs(heavy):
-    cv = mk.AutoencoderCV(heavy, n_cv=1, features="distances", **SHORT).run(step=STEP)
-    scores = cv.feature_importance().sum("cv")
-    best = set(scores.sortby(-scores)["label"].values[:5])
-    smaller = cv.top_k(5)
-    assert set(smaller._featurizer.labels) == best and smaller.model_name == "ae"
-    smaller.run(step=STEP)
-    assert smaller.results.features.shape == (1000, 5)
-    atoms = mk.AutoencoderCV(heavy, n_cv=2, model="vae", beta=0.5, **SHORT).run(step=STEP).top_k(4)
-    assert atoms._groups[0].n_atoms == 4 and atoms.model_kwargs == {"beta": 0.5}
-    with pytest.raises(ValueError, match=r"k=46 must be an integer in \[1, 45\]"):
-        cv.top_k(46)
-    with pytest.raises(ValueError, match=r"k=2 must be an integer in \[3, 10\] atoms"):
-        mk.AutoencoderCV(heavy, **SHORT).run(step=STEP).top_k(2)
 
 
 def test_gmvae_time_lagged_variant(heavy):
