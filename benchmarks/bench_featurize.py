@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _table import print_table  # noqa: E402
+from _common import print_table  # noqa: E402
 
 import mdcvkit as mk  # noqa: E402
 from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402

@@ -58,10 +58,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _table import print_table  # noqa: E402
+from _common import load_features, print_table  # noqa: E402
 
-import mdcvkit as mk  # noqa: E402
-from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402
 from mdcvkit.models import MODELS, TimeLaggedAutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer, lagged_pairs, validation_mask  # noqa: E402
 
@@ -71,18 +69,6 @@ SEED = 0
 GOAL_SPEEDUP = 3.0
 
 
-def load_features(step):
-    """Aligned heavy-atom features of every ``step``-th frame, the featurizer and the trajectory lengths."""
-    u = mk.datasets.alanine_dipeptide()
-    heavy = u.select_atoms("not name H*")
-    featurizer = make_featurizer("aligned", heavy)
-    collector = FeatureCollector(heavy, featurizer).run(step=step)
-    # the Universe chains four independent runs: count the analysed frames of each
-    starts = np.cumsum([0, *(reader.n_frames for reader in u.trajectory.readers)])
-    segment = np.searchsorted(starts, collector.frames, side="right") - 1
-    lengths = np.bincount(segment, minlength=len(starts) - 1)
-    features = np.ascontiguousarray(collector.results.features, dtype=np.float32)
-    return features, featurizer, [int(n) for n in lengths if n > 0]
 
 
 def split_pairs(lengths, lag):

@@ -51,10 +51,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _table import print_table  # noqa: E402
+from _common import load_features, print_table  # noqa: E402
 
-import mdcvkit as mk  # noqa: E402
-from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer, validation_mask  # noqa: E402
 
@@ -64,13 +62,6 @@ SEED = 0
 GOAL_SPEEDUP = 5.0
 
 
-def load_features(step):
-    """Aligned heavy-atom features of every ``step``-th frame, and the featurizer."""
-    u = mk.datasets.alanine_dipeptide()
-    heavy = u.select_atoms("not name H*")
-    featurizer = make_featurizer("aligned", heavy)
-    features = FeatureCollector(heavy, featurizer).run(step=step).results.features
-    return np.ascontiguousarray(features, dtype=np.float32), featurizer
 
 
 def fit_mdcvkit(features, epochs, batch_size, scale_groups=None):
@@ -171,7 +162,7 @@ def run(step=5, epochs=40, batch_size=256, repeats=3, threads=1, verbose=True):
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(threads)
-    features, featurizer = load_features(step)
+    features, featurizer, _ = load_features(step)
     val_mask = validation_mask([len(features)], 0.2, 20, SEED)
     if verbose:
         print(f"{features.shape[0]} frames x {features.shape[1]} features, {int((~val_mask).sum())} training "

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _table import print_table
+from _common import print_table
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_training", "bench_featurize", "bench_models")
