@@ -13,6 +13,7 @@ from .descriptors import ACTIVATIONS, Descriptor, DescriptorCV, Distance, Positi
 from .eabf import ExtendedABF
 from .force import add_cv_bias, cv_collective_variables, fastest_platform
 from .grid import Grid
+from .iterative import IterativeCVLearning
 from .plumed import to_openmm_torch, to_plumed
 from .routes import ROUTES, ExternalUpdater, available_routes, step
 
@@ -38,6 +39,7 @@ __all__ = [
     "integrate_gradient",
     "ExtendedABF",
     "Grid",
+    "IterativeCVLearning",
     "to_plumed",
     "to_openmm_torch",
 ]

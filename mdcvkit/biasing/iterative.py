@@ -1,0 +1,571 @@
+"""FEBILAE: learn a CV, bias along it with eABF, reweight, retrain, until the CV stops changing.
+
+References
+----------
+Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, "Chasing collective variables using autoencoders and
+biased trajectories", J. Chem. Theory Comput. 18, 59 (2022) (FEBILAE).
+A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017) (eABF, CZAR).
+"""
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import openmm
+import torch
+import xarray as xr
+from MDAnalysis.analysis.base import Results
+from scipy.special import logsumexp
+from torch import nn
+
+from .._io import atomic_path
+from ..analysis import CollectiveVariable
+from ..features import Featurizer, Positions
+from ..metrics import regscore, regscore_threshold
+from ..models import AutoEncoder
+from ..training import Trainer
+from .boundary import NM_TO_ANGSTROM, _positions_nm
+from .descriptors import DescriptorCV, Position
+from .eabf import MOLAR_GAS_CONSTANT, ExtendedABF, _temperature_kelvin
+from .grid import Grid
+
+__all__ = ["IterativeCVLearning", "eabf_log_weights"]
+
+logger = logging.getLogger(__name__)
+
+#: version of the state-file layout
+STATE_VERSION = 1
+
+
+class _Coordinates(Featurizer):
+    """Chosen Cartesian coordinates of one atom in Å (the toys' raw inputs x1, x2)."""
+
+    def __init__(self, axes=(0, 1), atom=0):
+        super().__init__()
+        self.axes = [int(a) for a in axes]
+        self.atom = int(atom)
+        self.n_atoms = self.atom + 1
+        self.labels = [f"{self.atom}:{'xyz'[a]}" for a in self.axes]
+        self.feature_atoms = [(self.atom,) for _ in self.axes]
+
+    def get_config(self):
+        return {"axes": self.axes, "atom": self.atom}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        return positions[:, self.atom, self.axes]
+
+
+class _ScaledCV(CollectiveVariable):
+    """A fitted CV shifted and scaled to zero mean and unit variance on its training frames."""
+
+    def __init__(self, featurizer, model, offset, scale):
+        super().__init__(featurizer, model)
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+        self.eval()
+
+    def forward(self, positions, box=None):
+        return (super().forward(positions, box) - self.offset) / self.scale
+
+    def descriptor_cv(self):
+        """The same CV as a :class:`DescriptorCV` (compiled OpenMM expression), or None if not expressible."""
+        if not isinstance(self.featurizer, _Coordinates) or not isinstance(self.model.encoder, nn.Sequential):
+            return None
+        n_cv = self.model.n_cv
+        head = nn.Linear(n_cv, n_cv).double()
+        with torch.no_grad():
+            head.weight.copy_(torch.diag(1.0 / self.scale.double()))
+            head.bias.copy_(-self.offset.double() / self.scale.double())
+        norm = self.model.normalization
+        descriptors = [Position(self.featurizer.atom, a) for a in self.featurizer.axes]
+        encoder = copy.deepcopy(self.model.encoder).double()
+        return DescriptorCV(descriptors, nn.Sequential(encoder, head), mean=norm.mean.double().numpy(),
+                            std=norm.scale.double().numpy())  # fmt: skip
+
+
+def _cv_values(cv, positions):
+    with torch.no_grad():
+        return cv(torch.as_tensor(positions, dtype=torch.float32)).double().numpy()
+
+
+def eabf_log_weights(eabf):
+    """Log-weights of eABF samples for the unbiased (Boltzmann) density of the positions.
+
+    The eABF bias acts on the positions q only through ξ(q) (the coupling ``κ/2 |ξ(q) - λ|²`` and
+    the adaptive bias on λ), so at any stage of the run the density of q, marginal in λ, has the
+    form ``π_b(q) ∝ exp(-β V(q)) g_t(ξ(q))``; a mixture over the run keeps that form with some
+    ``ḡ``. Its marginal along ξ is ``h(ξ) ∝ exp(-β A(ξ)) ḡ(ξ)``, with ``A`` the free energy along ξ.
+    The ratio of the target density ``π(q) ∝ exp(-β V(q))`` to the biased one is therefore
+
+        w_j = π(q_j) / π_b(q_j) ∝ 1 / ḡ(ξ_j) ∝ exp(-β A(ξ_j)) / h(ξ_j),
+
+    with ``A`` the CZAR estimate of the run (``results.pmf``) and ``h`` the histogram of the
+    sampled ξ on the eABF grid (ξ outside it counts in the nearest edge bin). With a converged
+    bias ``h`` is nearly flat and ``w_j ∝ exp(-β A(ξ_j))``, FEBILAE's weights (Belkacemi et al.
+    2022). The weights are normalised in log space (``logsumexp``).
+
+    Parameters
+    ----------
+    eabf : ExtendedABF
+        After :meth:`~ExtendedABF.run`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_samples,)
+        ``log w_j`` normalised so that ``Σ_j w_j = 1``; ``-inf`` for samples in bins where CZAR has
+        no estimate (outside the largest connected region of sampled bins).
+
+    References
+    ----------
+    Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
+    A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017).
+    """
+    grid = eabf.grid
+    xi = eabf.results.samples.xi.values
+    eps = 1e-9 * grid.width
+    clipped = np.where(grid.periodic, xi, np.clip(xi, grid.lower + eps, grid.upper - eps))
+    index = grid.index(clipped)
+    histogram = np.bincount(index, minlength=int(np.prod(grid.shape))).astype(float)
+    free = np.asarray(eabf.results.pmf.values, dtype=float).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_w = -free[index] / eabf.kT - np.log(histogram[index])
+    log_w[~np.isfinite(log_w)] = -np.inf
+    if np.all(log_w == -np.inf):
+        raise ValueError("no eABF sample lies in a bin with a CZAR estimate; sample longer")
+    return log_w - logsumexp(log_w)
+
+
+def _ess(log_w):
+    """Kish effective sample size (Σw)² / Σw² of normalised log-weights."""
+    return float(np.exp(-logsumexp(2 * log_w)))
+
+
+class IterativeCVLearning:
+    """FEBILAE: iterate eABF along a learned CV, reweighting and retraining, until the CV converges.
+
+    1. Sample ``steps_per_iteration`` unbiased steps from the start positions; train an autoencoder
+       with unit weights; ξ₀ is its encoder.
+    2. Iteration i ≥ 1: eABF along ξ_{i-1} (:class:`ExtendedABF`, κ and grid below); weights of the
+       frames for the unbiased density, the ratio of target to biased density
+       ``w_j ∝ exp(-β A_i(ξ_{i-1}(q_j))) / h_i(ξ_{i-1}(q_j))`` with ``A_i`` the CZAR free energy
+       and ``h_i`` the histogram of the sampled ξ_{i-1}, normalised in log space
+       (see :func:`eabf_log_weights` for the derivation); train a fresh autoencoder with those
+       weights (multinomial minibatches, :class:`~mdcvkit.training.Trainer`); ξ_i is its encoder;
+       ``regscore(ξ_{i-1}, ξ_i)`` on the frames of iteration i.
+    3. Stop when the regscore reaches ``min_score`` or after ``max_iterations`` biased iterations;
+       then, if ``production_steps``, a production eABF run along the last CV.
+
+    Every CV is shifted and scaled to zero mean and unit variance over its training frames, so that
+    grids and κ are in units of its spread. The grid of the eABF along ξ spans the values of ξ on
+    the previous frames (and, for a toy, on the region of its potential below 15 kT) with
+    ``n_bins`` bins; κ defaults to ``kT / (2 Δ)²`` for a bin width Δ.
+
+    Parameters
+    ----------
+    system : mdcvkit.systems.ToySystem or openmm.System
+        A toy (its Brownian integrator, start and temperature are used) or an OpenMM System, with
+        ``positions`` and ``temperature``; never modified.
+    featurizer : Featurizer or sequence of int, optional
+        Positions ``(n_frames, n_atoms, 3)`` in Å -> features. A sequence of particle indices gives
+        their raw :class:`~mdcvkit.features.Positions`. Default for a toy: its coordinates
+        (x1, x2) in Å, FEBILAE's raw inputs; required for an OpenMM System.
+    n_cv : int, default 1
+        Dimension of the CV (1 or 2, what eABF supports).
+    hidden : sequence of int, default ()
+        Hidden layers of the encoder (mirrored in the decoder). ``()`` with two inputs is
+        FEBILAE's 2-1-2 autoencoder; :class:`~mdcvkit.models.FeedForward` applies ``activation``
+        between hidden layers only, so it is then linear.
+    activation : str, default "tanh"
+    steps_per_iteration : int, default 1_000_000
+        Integration steps of each sampling run (the unbiased one and each eABF run); on the
+        entropic switch 200,000 steps left one run (seed 0) oscillating over 5 iterations, 1M
+        converged in 2-3 iterations (seeds 0-2).
+    sample_frequency : int, default 50
+        Steps between stored frames.
+    max_iterations : int, default 10
+        Biased iterations at most (≥ 1).
+    min_score : float, optional
+        Regscore between successive CVs at which the loop stops; default the bootstrap threshold of
+        each iteration (:func:`mdcvkit.metrics.regscore_threshold`: ``n_bootstrap`` CVs trained on
+        10 % of the frames, 5th percentile of their regscores against the CV trained on all).
+    reweight : bool, default True
+        Train on the weights above; False trains on the biased frames as they are.
+    reference : callable, optional
+        Positions ``(n_frames, n_atoms, 3)`` in Å -> ``(n_frames,)`` or ``(n_frames, k)``, e.g.
+        ``toy.cv("x1")``; ``regscore(ξ_i, reference)`` is reported per iteration.
+    positions : array_like or openmm.unit.Quantity, shape (n_particles, 3), optional
+        Start positions (nm if bare numbers); default the toy's start.
+    temperature : float, optional
+        K; default the toy's temperature.
+    particles : sequence of int, optional
+        System index of each featurizer atom; default ``range(featurizer.n_atoms)``.
+    integrator : openmm.Integrator, optional
+        Stochastic integrator at ``temperature``; default the toy's Brownian integrator, else
+        LangevinMiddle (1/ps, 2 fs).
+    n_bins : int, default 50
+        Bins per CV component of the eABF grid.
+    kappa : float, optional
+        Coupling in kJ/mol per (CV spread)²; default ``kT / (2 Δ)²``.
+    full_samples : int, default 100
+        See :class:`ExtendedABF`.
+    trainer : Trainer, optional
+        Training settings; its seed is replaced by ``seed + i``. Default ``Trainer(max_epochs=200)``.
+    n_bootstrap : int, default 10
+        Sub-sample CVs of the default ``min_score``.
+    ess_threshold : float, default 0.05
+        Warn when the effective sample size of the weights is below this fraction of the frames.
+    production_steps : int, default 0
+        Steps of a final eABF run along the last CV.
+    state_file : str or path-like, optional
+        Written (atomically) after every iteration; an existing one with the same settings is
+        resumed. It holds pickled modules: load only files you wrote.
+    seed : int, default 0
+        Seeds sampling (``seed + i`` in iteration i), training and the bootstrap.
+    verbose : bool, default False
+        tqdm progress bar over iterations.
+
+    Attributes
+    ----------
+    results : MDAnalysis.analysis.base.Results
+        After :meth:`run`: ``iterations`` (Dataset over dim ``iteration``, 0 the unbiased one:
+        ``regscore`` against the previous CV, ``threshold`` used, ``reference_score``,
+        ``n_frames``, ``ess`` (Kish effective sample size ``(Σw)²/Σw²`` of the training weights,
+        ``n_frames`` for uniform ones), ``pmf`` (kJ/mol, histogram of the frames along ξ_i
+        reweighted to the unbiased density, also when ``reweight=False``; coordinate ``xi`` per
+        iteration and bin)),
+        ``models`` (list: ``models[i]`` is ξ_i, a CV module positions (Å) -> CV), ``cv`` (the last),
+        ``converged`` (bool), ``production`` (the production eABF's results or None).
+    n_resumed_ : int
+        After :meth:`run`: iterations read from ``state_file`` rather than computed.
+
+    References
+    ----------
+    Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
+
+    Examples
+    --------
+    >>> toy = mk.systems.EntropicSwitch()                                       # doctest: +SKIP
+    >>> loop = IterativeCVLearning(toy, reference=toy.cv("x1"), max_iterations=5).run()  # doctest: +SKIP
+    >>> loop.results.iterations[["regscore", "reference_score", "ess"]]         # doctest: +SKIP
+    """
+
+    def __init__(self, system, featurizer=None, *, n_cv=1, hidden=(), activation="tanh",
+                 steps_per_iteration=1_000_000, sample_frequency=50, max_iterations=10, min_score=None,
+                 reweight=True, reference=None, positions=None, temperature=None, particles=None,
+                 integrator=None, n_bins=50, kappa=None, full_samples=100, trainer=None, n_bootstrap=10,
+                 ess_threshold=0.05, production_steps=0, state_file=None, seed=0, verbose=False):  # fmt: skip
+        self.toy = None if isinstance(system, openmm.System) else system
+        if self.toy is not None and not hasattr(self.toy, "system"):
+            raise TypeError(f"system must be an openmm.System or a mdcvkit.systems toy, not {type(system).__name__}")
+        self.system = system if self.toy is None else self.toy.system
+        if positions is None:
+            if self.toy is None:
+                raise ValueError("positions=None: pass the start positions (nm) of the OpenMM System")
+            positions = self.toy.positions
+        self.positions = _positions_nm(positions)
+        if temperature is None:
+            if self.toy is None:
+                raise ValueError("temperature=None: pass the temperature in K of the OpenMM System")
+            temperature = self.toy.temperature
+        self.temperature = _temperature_kelvin(temperature)
+        self.kT = MOLAR_GAS_CONSTANT * self.temperature
+        n_particles = self.system.getNumParticles()
+        if featurizer is None:
+            if self.toy is None:
+                raise ValueError("featurizer=None: pass a Featurizer or the particle indices of the CV atoms")
+            featurizer = _Coordinates(range(self.toy.n_dim))
+        elif not isinstance(featurizer, Featurizer):
+            particles = np.asarray(featurizer, dtype=np.int64).reshape(-1) if particles is None else particles
+            featurizer = Positions(len(particles))
+        self.featurizer = featurizer
+        self.particles = np.arange(featurizer.n_atoms) if particles is None else np.asarray(particles, np.int64)
+        if self.particles.ndim != 1 or len(self.particles) != featurizer.n_atoms:
+            raise ValueError(
+                f"the featurizer reads n_atoms={featurizer.n_atoms} atoms but particles has "
+                f"{self.particles.size} entries; pass particles= with the system index of each featurizer atom"
+            )
+        if self.particles.min() < 0 or self.particles.max() >= n_particles:
+            raise ValueError(
+                f"the featurizer reads n_atoms={featurizer.n_atoms} atoms at system indices "
+                f"{self.particles.tolist()[:10]} but the system has {n_particles} particles; build the "
+                f"featurizer for the system's atoms or pass particles= with valid indices"
+            )
+        for label, value, low in (("max_iterations", max_iterations, 1), ("steps_per_iteration",
+                                  steps_per_iteration, 1), ("sample_frequency", sample_frequency, 1),
+                                  ("n_bins", n_bins, 2), ("n_bootstrap", n_bootstrap, 1),
+                                  ("production_steps", production_steps, 0)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{label}={value!r} must be an integer >= {low}; pass e.g. {label}={max(low, 1)}")
+        if steps_per_iteration < 10 * sample_frequency:
+            raise ValueError(
+                f"steps_per_iteration={steps_per_iteration} gives fewer than 10 frames with "
+                f"sample_frequency={sample_frequency}; sample longer or more often"
+            )
+        if n_cv not in (1, 2):
+            raise ValueError(f"n_cv={n_cv!r} must be 1 or 2 (what eABF supports)")
+        if min_score is not None and not -np.inf < min_score <= 1:
+            raise ValueError(f"min_score={min_score!r} must be a regscore <= 1, e.g. 0.99, or None")
+        if not 0 <= ess_threshold < 1:
+            raise ValueError(f"ess_threshold={ess_threshold!r} must be a fraction in [0, 1), e.g. 0.05")
+        self.n_cv = int(n_cv)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.steps_per_iteration = int(steps_per_iteration)
+        self.sample_frequency = int(sample_frequency)
+        self.max_iterations = int(max_iterations)
+        self.min_score = min_score
+        self.reweight = bool(reweight)
+        self.reference = reference
+        self.integrator = integrator
+        self.n_bins = int(n_bins)
+        self.kappa = kappa
+        self.full_samples = full_samples
+        self.trainer = Trainer(max_epochs=200) if trainer is None else trainer
+        self.n_bootstrap = int(n_bootstrap)
+        self.ess_threshold = float(ess_threshold)
+        self.production_steps = int(production_steps)
+        self.state_file = None if state_file is None else Path(state_file)
+        self.seed = seed
+        self.verbose = verbose
+        self.results = Results()
+
+    # --- pieces ------------------------------------------------------------------------------------------
+    def _integrator(self, seed):
+        if self.integrator is not None:
+            integrator = openmm.XmlSerializer.clone(self.integrator)
+            integrator.setRandomNumberSeed(seed % 2_147_483_646 + 1)
+            return integrator
+        if self.toy is not None:
+            return self.toy.integrator(seed)
+        integrator = openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
+        integrator.setRandomNumberSeed(seed % 2_147_483_646 + 1)
+        return integrator
+
+    def _sample_unbiased(self, seed):
+        """Positions (Å) of the featurizer atoms every ``sample_frequency`` steps."""
+        platform = "Reference" if self.system.getNumParticles() <= 200 else "CPU"
+        context = openmm.Context(self.system, self._integrator(seed), openmm.Platform.getPlatformByName(platform))
+        context.setPositions(self.positions)
+        context.setVelocitiesToTemperature(self.temperature, seed % 2_147_483_646 + 1)
+        frames = []
+        for _ in range(self.steps_per_iteration // self.sample_frequency):
+            context.getIntegrator().step(self.sample_frequency)
+            pos = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+            frames.append(pos[self.particles] * NM_TO_ANGSTROM)
+        return np.asarray(frames)
+
+    def _train(self, positions, log_w, seed, indices=None):
+        features = self.featurizer(torch.as_tensor(positions, dtype=torch.float32)).detach()
+        if indices is not None:
+            features, log_w = features[indices], None if log_w is None else log_w[indices]
+        torch.manual_seed(seed)  # the initial weights: a resumed run repeats an uninterrupted one
+        model = AutoEncoder(self.featurizer.n_features, self.n_cv, hidden=self.hidden, activation=self.activation,
+                            scale_groups=self.featurizer.scale_groups)  # fmt: skip
+        trainer = copy.copy(self.trainer)
+        trainer.seed = seed
+        fitted = trainer.fit(model, features.numpy(), log_weights=log_w).model.cpu()
+        raw = CollectiveVariable(self.featurizer, fitted).eval()
+        values = _cv_values(raw, positions)
+        scale = values.std(axis=0)
+        return _ScaledCV(self.featurizer, fitted, values.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+    def _grid(self, cv, positions):
+        values = [_cv_values(cv, positions), _cv_values(cv, self.positions[self.particles][None] * NM_TO_ANGSTROM)]
+        if self.toy is not None:
+            values.append(_cv_values(cv, self._toy_region()))
+        values = np.concatenate(values)
+        lower, upper = values.min(axis=0), values.max(axis=0)
+        pad = 0.05 * (upper - lower) + 1e-6
+        return Grid(lower - pad, upper + pad, [self.n_bins] * self.n_cv, names=[f"cv{k}" for k in range(self.n_cv)])
+
+    def _toy_region(self):
+        """Positions (Å) of a mesh over the toy's bounds where its potential is below 15 kT."""
+        if not hasattr(self, "_region"):
+            axes = [np.linspace(lo, hi, 101) for lo, hi in self.toy.bounds]
+            mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+            energy = self.toy.potential(mesh)
+            keep = mesh[self.toy.beta * (energy - energy.min()) < 15]
+            positions = np.zeros((len(keep), self.system.getNumParticles(), 3))
+            positions[:, 0, : keep.shape[1]] = keep * NM_TO_ANGSTROM
+            self._region = positions[:, self.particles]
+        return self._region
+
+    def _pmf(self, cv, positions, log_w, grid):
+        values = _cv_values(cv, positions)
+        index = grid.index(values)
+        weights = np.exp(log_w) if log_w is not None else np.ones(len(values))
+        hist = np.bincount(index[index >= 0], weights=weights[index >= 0], minlength=int(np.prod(grid.shape)))
+        with np.errstate(divide="ignore"):
+            pmf = -self.kT * np.log(hist / hist.sum())
+        pmf[~np.isfinite(pmf)] = np.nan
+        return (pmf - np.nanmin(pmf)).reshape(grid.shape)
+
+    def _reference_score(self, cv, positions):
+        if self.reference is None:
+            return np.nan
+        if isinstance(self.reference, nn.Module):
+            with torch.no_grad():
+                ref = self.reference(torch.as_tensor(positions, dtype=torch.float64)).double().numpy()
+        else:
+            ref = np.asarray(self.reference(positions), dtype=float)
+        return regscore(_cv_values(cv, positions), ref)
+
+    def _eabf(self, cv, grid, n_steps, seed):
+        fast = cv.descriptor_cv()
+        kappa = self.kT / (2 * grid.width) ** 2 if self.kappa is None else self.kappa
+        kwargs = {"lambda_mass": self.toy.mass} if self.toy is not None else {}
+        eabf = ExtendedABF(self.system, self.positions, cv if fast is None else fast, grid, kappa, self.temperature,
+                           particles=self.particles, integrator=self._integrator(seed),
+                           sample_frequency=self.sample_frequency,
+                           update_frequency=self.sample_frequency * max(1, 1000 // self.sample_frequency),
+                           full_samples=self.full_samples, store_positions=True, seed=seed, **kwargs)  # fmt: skip
+        return eabf.run(n_steps)
+
+    # --- state -------------------------------------------------------------------------------------------
+    def _settings(self):
+        return {
+            "n_cv": self.n_cv, "hidden": list(self.hidden), "activation": self.activation,
+            "steps_per_iteration": self.steps_per_iteration, "sample_frequency": self.sample_frequency,
+            "reweight": self.reweight, "n_bins": self.n_bins, "seed": self.seed,
+            "features": list(self.featurizer.labels), "particles": self.particles.tolist(),
+        }  # fmt: skip
+
+    def _save(self, state):
+        with atomic_path(self.state_file) as tmp:
+            torch.save(state, tmp)
+
+    def _load(self):
+        state = torch.load(self.state_file, weights_only=False)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state_file={str(self.state_file)!r} is not an IterativeCVLearning state; "
+                             f"pass another path or delete it")  # fmt: skip
+        mine = self._settings()
+        for key, value in mine.items():
+            if state["settings"].get(key) != value:
+                raise ValueError(
+                    f"state_file={str(self.state_file)!r} was written with {key}={state['settings'].get(key)!r} "
+                    f"but this run has {key}={value!r}; use the same settings to resume, or another state_file"
+                )
+        return state
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def run(self):
+        """Run the loop (or resume it from ``state_file``).
+
+        Returns
+        -------
+        IterativeCVLearning
+            ``self``, with ``results`` filled.
+
+        Warns
+        -----
+        UserWarning
+            When the effective sample size of an iteration's weights is below ``ess_threshold``.
+        """
+        if self.state_file is not None and self.state_file.exists():
+            state = self._load()
+            logger.info("resuming from %s after iteration %d", self.state_file, len(state["records"]) - 1)
+        else:
+            state = {"version": STATE_VERSION, "settings": self._settings(), "records": [], "models": [],
+                     "positions": None, "converged": False}  # fmt: skip
+        self.n_resumed_ = len(state["records"])
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iterations + 1, desc="FEBILAE", unit="iteration", initial=self.n_resumed_)
+        try:
+            while not state["converged"] and len(state["records"]) <= self.max_iterations:
+                self._iteration(state)
+                if self.state_file is not None:
+                    self._save(state)
+                if bar is not None:
+                    last = state["records"][-1]
+                    bar.set_postfix(regscore=f"{last['regscore']:.3f}", ess=f"{last['ess']:.0f}")
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        self._conclude(state)
+        return self
+
+    def _iteration(self, state):
+        i = len(state["records"])
+        seed = int(self.seed) + i
+        if i == 0:
+            positions, log_w = self._sample_unbiased(seed), None
+            target = None
+            ess = float(len(positions))
+            score, threshold = np.nan, np.nan
+        else:
+            previous = state["models"][-1]
+            eabf = self._eabf(previous, self._grid(previous, state["positions"]), self.steps_per_iteration, seed)
+            positions = eabf.results.samples.positions.values
+            target = eabf_log_weights(eabf)
+            ess = _ess(target)
+            if self.reweight and ess < self.ess_threshold * len(positions):
+                warnings.warn(
+                    f"iteration {i}: the weights collapsed: effective sample size {ess:.0f} of {len(positions)} "
+                    f"frames ({ess / len(positions):.1%} < ess_threshold={self.ess_threshold}); sample longer "
+                    f"(steps_per_iteration={self.steps_per_iteration}) or pass a smaller kappa",
+                    stacklevel=3,
+                )
+            log_w = target if self.reweight else None
+            if not self.reweight:
+                ess = float(len(positions))
+        cv = self._train(positions, log_w, seed)
+        if i > 0:
+            score = regscore(_cv_values(previous, positions), _cv_values(cv, positions))
+            threshold = self.min_score
+            if threshold is None:
+                threshold, _ = regscore_threshold(
+                    lambda idx: _cv_values(cv if idx is None else self._train(positions, log_w, seed, idx), positions),
+                    len(positions), n_bootstrap=self.n_bootstrap, seed=seed,
+                )  # fmt: skip
+        grid = self._grid(cv, positions)
+        record = {
+            "regscore": score, "threshold": threshold, "reference_score": self._reference_score(cv, positions),
+            "n_frames": len(positions), "ess": ess, "pmf": self._pmf(cv, positions, target, grid),
+            "grid": [grid.centers(d) for d in range(grid.n_dim)],
+        }  # fmt: skip
+        logger.info("iteration %d: regscore %.4f (threshold %.4f), reference score %.4f, %d frames, ESS %.0f",
+                    i, score, threshold, record["reference_score"], len(positions), ess)  # fmt: skip
+        state["records"].append(record)
+        state["models"].append(cv)
+        state["positions"] = positions.astype(np.float32)
+        state["converged"] = bool(i > 0 and score >= threshold)
+
+    def _conclude(self, state):
+        records = state["records"]
+        n = len(records)
+        data = {
+            key: ("iteration", np.array([r[key] for r in records], dtype=float), {"long_name": name, "units": units})
+            for key, name, units in (
+                ("regscore", "regscore against the previous CV", "1"),
+                ("threshold", "regscore threshold", "1"),
+                ("reference_score", "regscore of the reference against the CV", "1"),
+                ("n_frames", "frames", "1"),
+                ("ess", "effective sample size of the training weights", "frames"),
+            )
+        }  # fmt: skip
+        bins = [f"bin{d}" for d in range(self.n_cv)]
+        data["pmf"] = (("iteration", *bins), np.stack([r["pmf"] for r in records]),
+                       {"long_name": "free energy along the iteration's CV", "units": "kJ/mol"})  # fmt: skip
+        coords = {"iteration": np.arange(n)}
+        for d, b in enumerate(bins):
+            coords[f"xi{d}" if self.n_cv > 1 else "xi"] = (("iteration", b), np.stack([r["grid"][d] for r in records]),
+                                                            {"long_name": "CV", "units": "CV spread"})  # fmt: skip
+        self.results.iterations = xr.Dataset(data, coords=coords, attrs={"long_name": "FEBILAE iterations"})
+        self.results.models = list(state["models"])
+        self.results.cv = self.results.models[-1]
+        self.results.converged = bool(state["converged"])
+        self.results.production = None
+        if self.production_steps:
+            cv = self.results.cv
+            seed = int(self.seed) + n
+            self.results.production = self._eabf(cv, self._grid(cv, state["positions"]), self.production_steps,
+                                                 seed).results  # fmt: skip
+

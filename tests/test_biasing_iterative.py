@@ -1,0 +1,191 @@
+"""Tests of mdcvkit.biasing.iterative: FEBILAE on the entropic switch, against its exact free energy."""
+
+from pathlib import Path
+
+import numpy as np
+import openmm.app as app
+import pytest
+import torch
+import xarray as xr
+
+from mdcvkit import systems
+from mdcvkit.biasing import ExtendedABF, IterativeCVLearning
+from mdcvkit.biasing.iterative import eabf_log_weights
+from mdcvkit.features import AlignedPositions, Positions
+from mdcvkit.training import Trainer
+
+PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide" / "ala2.pdb"
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return systems.EntropicSwitch()
+
+
+def make(toy, **kwargs):
+    """Short FEBILAE settings: 2-1-2 autoencoder, 1M Brownian steps (1 ns reduced) per iteration."""
+    kwargs.setdefault("steps_per_iteration", 1_000_000)
+    kwargs.setdefault("min_score", 0.99)
+    kwargs.setdefault("max_iterations", 4)
+    return IterativeCVLearning(toy, reference=toy.cv("x1"), sample_frequency=50,
+                               trainer=Trainer(max_epochs=100, patience=10), **kwargs)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reweighted(toy, tmp_path_factory):
+    return make(toy, state_file=tmp_path_factory.mktemp("febilae") / "state.pt").run()
+
+
+def test_reweighted_loop_converges_to_x1(reweighted):
+    """With reweighting the CV converges to x1 (FEBILAE's toy result).
+
+    Measured (seeds 0-2): the unbiased CV scores 0.04-0.08 against x1 (R²), iteration 1 already
+    0.86-1.00, and the loop stops at iteration 2-3 with regscore 0.996-0.9999 and R² against x1
+    ≥ 0.9999; seed 0 (this test): regscore 0.9964, R² 1.0000, ESS 68 % of 20,000 frames.
+    """
+    it = reweighted.results.iterations
+    assert reweighted.results.converged
+    assert it.sizes["iteration"] <= 5
+    assert float(it.reference_score[0]) < 0.5  # the unbiased run stays in one well: not x1
+    assert float(it.regscore[-1]) >= 0.99
+    assert float(it.reference_score[-1]) >= 0.95
+    assert np.isnan(float(it.regscore[0]))
+    # eABF along a good CV keeps most frames useful after reweighting (measured ESS 57-80 %)
+    assert float(it.ess[-1]) > 0.2 * float(it.n_frames[-1])
+
+
+def test_results_are_labelled_xarray(reweighted):
+    results = reweighted.results
+    it = results.iterations
+    assert isinstance(it, xr.Dataset)
+    n = it.sizes["iteration"]
+    assert set(it.data_vars) == {"regscore", "threshold", "reference_score", "n_frames", "ess", "pmf"}
+    assert it.pmf.dims == ("iteration", "bin0") and it.pmf.shape == (n, 50)
+    assert it.pmf.attrs["units"] == "kJ/mol" and it.xi.dims == ("iteration", "bin0")
+    assert np.nanmin(it.pmf.values[-1]) == 0
+    assert np.all(it.n_frames.values == 20_000)
+    assert len(results.models) == n and results.cv is results.models[-1]
+    # every model is a CV module: positions (Å) -> (n_frames, n_cv), differentiable
+    x = torch.tensor([[[-10.0, 0.0, 0.0]], [[10.0, 0.0, 0.0]]], requires_grad=True)
+    values = results.models[-1](x)
+    assert values.shape == (2, 1)
+    values.sum().backward()
+    assert torch.all(torch.isfinite(x.grad))
+    # the wells at x1 = ±1 are far apart along the final CV
+    assert abs(float(values.detach()[1, 0] - values.detach()[0, 0])) > 1.0
+
+
+def test_model_compiles_to_the_same_expression_cv(reweighted):
+    """The toy CV goes to OpenMM as a compiled DescriptorCV that agrees with the torch module."""
+    cv = reweighted.results.cv
+    fast = cv.descriptor_cv()
+    x = torch.as_tensor(np.random.default_rng(0).normal(0, 10, (50, 1, 3)), dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(fast(x).numpy(), cv(x.float()).double().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_weights_give_the_exact_marginal(toy):
+    """eABF along x1 reweighted with eabf_log_weights: the x2 marginal matches the exact one.
+
+    Total variation over 25 bins, measured at 1M steps (seeds 1-4): 0.025-0.037 reweighted,
+    0.09-0.12 unweighted. (The x1 marginal converges slowly on this toy: the balance of the wells
+    was still off by 0.1-0.45 in TV at 1M steps, with CZAR and ABF alike.)
+    """
+    eabf = ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 40), sample_frequency=50, update_frequency=1000,
+                               full_samples=100, store_positions=True, seed=1).run(1_000_000)  # fmt: skip
+    log_w = eabf_log_weights(eabf)
+    assert np.isclose(np.exp(log_w).sum(), 1.0)
+    x2 = eabf.results.samples.positions.values[:, 0, 1] / 10
+    edges = np.linspace(*toy.bounds[1], 26)
+    exact = toy.probability("x2", grid=0.5 * (edges[1:] + edges[:-1])).values
+    exact /= exact.sum()
+
+    def tv(weights):
+        hist, _ = np.histogram(x2, edges, weights=weights)
+        return 0.5 * np.abs(hist / hist.sum() - exact).sum()
+
+    assert tv(np.exp(log_w)) < 0.06
+    assert tv(np.exp(log_w)) < tv(None)
+
+
+def test_without_reweighting(toy):
+    """reweight=False trains on the biased frames as they are (uniform weights).
+
+    FEBILAE's seed saw this cycle between two CVs. Measured here it did not: with the linear 2-1-2
+    autoencoder (seeds 0-2, 1M steps) it reached x1 too (regscore 0.997-0.999 at iteration 2-3,
+    R² against x1 ≥ 0.999), and so did a 2-5-1-5-2 tanh one (seed 0: R² 0.991 at iteration 3):
+    eABF along a CV close to x1 spreads the frames along x1 even without weights. The test checks
+    the contract only: uniform training weights.
+    """
+    loop = make(toy, reweight=False, max_iterations=3).run()
+    it = loop.results.iterations
+    np.testing.assert_array_equal(it.ess.values, it.n_frames.values)
+    assert it.sizes["iteration"] >= 2
+    assert np.all(np.isfinite(it.regscore.values[1:]))
+
+
+def test_resume_from_state_file(toy, tmp_path):
+    state = tmp_path / "state.pt"
+    kwargs = {"steps_per_iteration": 200_000, "min_score": 1.0}
+    first = make(toy, max_iterations=1, state_file=state, **kwargs).run()
+    assert state.exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    resumed = make(toy, max_iterations=2, state_file=state, **kwargs).run()
+    assert resumed.n_resumed_ == 2
+    whole = make(toy, max_iterations=2, **kwargs).run()
+    a, b = resumed.results.iterations, whole.results.iterations
+    assert a.sizes["iteration"] == b.sizes["iteration"] == 3
+    xr.testing.assert_allclose(a.drop_vars("pmf"), b.drop_vars("pmf"))
+    xr.testing.assert_allclose(first.results.iterations, a.isel(iteration=slice(0, 2)))
+    # a finished run is not repeated
+    again = make(toy, max_iterations=2, state_file=state, **kwargs).run()
+    assert again.n_resumed_ == 3
+    with pytest.raises(ValueError, match=r"was written with n_bins=50 but this run has n_bins=40; use the same"):
+        make(toy, max_iterations=2, state_file=state, n_bins=40, **kwargs).run()
+
+
+def test_default_min_score_is_the_bootstrap_threshold(toy):
+    loop = make(toy, steps_per_iteration=200_000, min_score=None, max_iterations=1, n_bootstrap=3,
+                production_steps=20_000).run()  # fmt: skip
+    threshold = float(loop.results.iterations.threshold[1])
+    assert 0 < threshold <= 1
+    assert loop.results.converged == (float(loop.results.iterations.regscore[1]) >= threshold)
+    assert loop.results.production.pmf.attrs["units"] == "kJ/mol"
+
+
+def test_openmm_system_with_two_cvs_smoke():
+    """The OpenMM System path: alanine dipeptide, aligned heavy atoms, a 2-D CV (a smoke test only)."""
+    pdb = app.PDBFile(str(PDB))
+    system = app.ForceField("amber99sbildn.xml").createSystem(pdb.topology, constraints=app.HBonds)
+    heavy = [a.index for a in pdb.topology.atoms() if a.element.symbol != "H"]
+    start = np.array(pdb.positions.value_in_unit(pdb.positions.unit)) * 10  # nm -> Å
+    loop = IterativeCVLearning(system, AlignedPositions(start[heavy]), particles=heavy, positions=pdb.positions,
+                               temperature=300, n_cv=2, hidden=(8,), steps_per_iteration=1000,
+                               sample_frequency=10, max_iterations=1, min_score=0.99, n_bins=12,
+                               trainer=Trainer(max_epochs=5), seed=3)  # fmt: skip
+    it = loop.run().results.iterations
+    assert it.pmf.dims == ("iteration", "bin0", "bin1") and it.pmf.shape == (2, 12, 12)
+    assert it.xi0.dims == ("iteration", "bin0")
+    assert np.all(it.n_frames.values == 100) and np.isfinite(float(it.regscore[1]))
+    assert loop.results.cv(torch.as_tensor(start[heavy][None], dtype=torch.float32)).shape == (1, 2)
+
+
+# --- error contracts ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5])
+def test_max_iterations_must_be_positive(toy, value):
+    with pytest.raises(ValueError, match=rf"max_iterations={value!r} must be an integer >= 1"):
+        IterativeCVLearning(toy, max_iterations=value)
+
+
+def test_featurizer_must_match_the_particles(toy):
+    with pytest.raises(ValueError, match=r"the featurizer reads n_atoms=2 atoms .* the system has 1 particles"):
+        IterativeCVLearning(toy, Positions(2))
+    with pytest.raises(ValueError, match=r"n_atoms=1 atoms but particles has 2 entries; pass particles="):
+        IterativeCVLearning(toy, Positions(1), particles=[0, 0])
+
+
+def test_collapsed_weights_warn(toy):
+    loop = make(toy, steps_per_iteration=100_000, max_iterations=1, ess_threshold=0.99, verbose=True)
+    with pytest.warns(UserWarning, match=r"iteration 1: the weights collapsed.*sample longer.*smaller kappa"):
+        loop.run()
