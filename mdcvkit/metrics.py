@@ -114,7 +114,8 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     targets : array_like, shape (n_frames, n_targets)
         Quantities to predict, e.g. (sin φ, cos φ, sin ψ, cos ψ).
     lengths : sequence of int, optional
-        Frames per trajectory; one trajectory when None.
+        Frames per trajectory; when None, taken from the ``trajectory``
+        coordinate of ``cv`` (as on ``results.cv``), else one trajectory.
     n_neighbors : int, default 10
     test_fraction : float, default 0.3
     seed : int, default 0
@@ -134,6 +135,9 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     x, y = _as_2d(cv, "cv"), _as_2d(targets, "targets")
     if len(x) != len(y):
         raise ValueError(f"cv has {len(x)} frames but targets has {len(y)}; pass values of the same frames")
+    if lengths is None and "trajectory" in getattr(cv, "coords", {}):
+        trajectory = np.asarray(cv["trajectory"])
+        lengths = np.diff(np.r_[0, np.flatnonzero(np.diff(trajectory)) + 1, len(trajectory)]).tolist()
     test = validation_mask([len(x)] if lengths is None else lengths, test_fraction, seed=seed)
     model = KNeighborsRegressor(n_neighbors=n_neighbors).fit(x[~test], y[~test])
     predicted = model.predict(x[test])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import xarray as xr
 from sklearn.linear_model import LinearRegression
 
 from mdcvkit.metrics import knn_score, regscore, regscore_threshold
@@ -60,6 +61,10 @@ def test_knn_score_sees_determined_and_undetermined_targets():
     per_target = score.attrs["per_target"]
     assert per_target[0] > 0.95 and per_target[1] < 0.1
     assert float(score) == pytest.approx(np.mean(per_target))
+    # the trajectory coordinate of a CV DataArray gives the same blocks as explicit lengths
+    labelled = xr.DataArray(cv, dims=("frame", "cv"), coords={"trajectory": ("frame", np.repeat([0, 1], 2000))})
+    targets = np.c_[np.cos(2 * t), rng.normal(size=4000)]
+    assert float(knn_score(labelled, targets)) == float(knn_score(cv, targets, lengths=[2000, 2000]))
 
 
 # --- compare_ensembles (issue 7, part 2) ---------------------------------------------------------
