@@ -23,7 +23,7 @@ from .features import (
     kabsch_align,
     make_featurizer,
 )
-from .models import ACTIVATIONS, MODELS
+from .models import ACTIVATIONS, MODELS, apply_in_chunks
 from .training import Trainer, normalize_weights
 
 __all__ = ["CollectiveVariable", "AutoencoderCV"]
@@ -317,11 +317,7 @@ class AutoencoderCV(AnalysisBase):
 
     def _clusters(self, features, chunk=65536):
         """``results.clusters`` of a mixture model: hard and soft cluster assignment of each frame."""
-        model = self.results.model.model
-        with torch.no_grad():
-            p = np.concatenate([
-                model.cluster_probabilities(torch.as_tensor(np.asarray(features[i:i + chunk])).float()).numpy()
-                for i in range(0, len(features), chunk)])
+        p = apply_in_chunks(self.results.model.model.cluster_probabilities, features, chunk)
         coords = {"frame": self.frames, "time": ("frame", np.asarray(self.times, dtype=float)),
                   "trajectory": ("frame", self._trajectory), "cluster": np.arange(p.shape[1])}
         return xr.Dataset(
@@ -340,10 +336,7 @@ class AutoencoderCV(AnalysisBase):
         return positions.reshape(len(features), -1).numpy()
 
     def _encode(self, features, chunk=65536):
-        model = self.results.model.model
-        with torch.no_grad():
-            return np.concatenate([model.encode(torch.as_tensor(np.asarray(features[i:i + chunk])).float()).numpy()
-                                   for i in range(0, len(features), chunk)])
+        return apply_in_chunks(self.results.model.model.encode, features, chunk)
 
     @staticmethod
     def _cv_array(values, frames, times, trajectory):
@@ -447,7 +440,8 @@ class AutoencoderCV(AnalysisBase):
         settings.pop("scale_groups")
         self.model_kwargs = settings
         self._atoms = payload["atoms"]
-        self.chunk_size, self.memory_budget = 1000, 2e9
+        defaults = inspect.signature(cls.__init__).parameters  # reading settings of a fresh instance
+        self.chunk_size, self.memory_budget = defaults["chunk_size"].default, defaults["memory_budget"].default
         self.results.model = module.eval()
         return self
 

@@ -17,6 +17,7 @@ import xarray as xr
 from MDAnalysis.coordinates.memory import MemoryReader
 
 from .features import AlignedPositions, Positions
+from .models import apply_in_chunks
 
 __all__ = ["latent_points", "decode", "generate", "topology_universe", "MAX_SAMPLES"]
 
@@ -79,11 +80,6 @@ def topology_universe(atoms):
     return universe
 
 
-def _decode_features(model, z, chunk=65536):
-    with torch.no_grad():
-        return np.concatenate([model.decode(z[i:i + chunk]).numpy() for i in range(0, len(z), chunk)])
-
-
 def decode(cv_module, z, atoms, latent=None):
     """Decode latent points into structures (position features) or features (any other features).
 
@@ -113,7 +109,7 @@ def decode(cv_module, z, atoms, latent=None):
     """
     model, featurizer = cv_module.model, cv_module.featurizer
     z = latent_points(z, model.n_cv) if latent is None else latent
-    features = _decode_features(model, z)
+    features = apply_in_chunks(model.decode, z)
     if isinstance(featurizer, (AlignedPositions, Positions)):
         universe = topology_universe(atoms)
         positions = features.reshape(len(features), featurizer.n_atoms, 3).astype(np.float32)

@@ -1,7 +1,7 @@
 """The autoencoder family. ``MODELS`` maps the names accepted by ``AutoencoderCV(model=...)`` to classes."""
 
 from .ae import AutoEncoder
-from .base import BaseAutoencoder, Normalization
+from .base import BaseAutoencoder, Normalization, apply_in_chunks
 from .dae import DenoisingAutoEncoder
 from .gmvae import GaussianMixtureVAE
 from .mlp import ACTIVATIONS, FeedForward
@@ -31,4 +31,5 @@ __all__ = [
     "TimeLaggedAutoEncoder",
     "VariationalAutoEncoder",
     "WassersteinAutoEncoder",
+    "apply_in_chunks",
 ]

@@ -1,11 +1,34 @@
 """What every model of the autoencoder family shares: input normalisation, encode, decode, loss."""
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..training import weighted_mean
 
-__all__ = ["Normalization", "BaseAutoencoder"]
+__all__ = ["Normalization", "BaseAutoencoder", "apply_in_chunks"]
+
+
+def apply_in_chunks(function, values, chunk=65536):
+    """Apply a model function to rows of ``values`` in chunks, without gradients.
+
+    Parameters
+    ----------
+    function : callable
+        Maps a float32 tensor (n, ...) to a tensor (n, ...), e.g. ``model.encode``.
+    values : array_like or torch.Tensor, shape (n_frames, ...)
+        Input rows (a numpy array, memory map or tensor).
+    chunk : int, default 65536
+        Rows per call, bounding the memory of intermediate activations.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, ...)
+    """
+    with torch.no_grad():
+        return np.concatenate([
+            function(torch.as_tensor(np.asarray(values[start:start + chunk]), dtype=torch.float32)).numpy()
+            for start in range(0, len(values), chunk)])
 
 
 class Normalization(nn.Module):
