@@ -311,3 +311,227 @@ def feature_importance(importance, ax=None, top=None, **kwargs):
     if n_cv > 1:
         ax.legend(fontsize="small")
     return ax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ensemble comparison figures: the Dataset of mdcvkit.metrics.compare_ensembles (issue 7, part 2)
+# ---------------------------------------------------------------------------------------------------------
+__all__ += ["rmsd_histograms", "rmsf", "pca_comparison", "ramachandran_comparison", "fes_comparison"]
+
+
+def _comparison(ds, names, hint=""):
+    """Check that ``ds`` is a compare_ensembles Dataset holding the variables ``names``."""
+    if not isinstance(ds, xr.Dataset) or "reference_rmsd" not in ds:
+        raise ValueError("ds must be the Dataset returned by mdcvkit.metrics.compare_ensembles; "
+                         f"got {type(ds).__name__}")
+    missing = [name for name in names if name not in ds]
+    if missing:
+        raise ValueError(f"ds has no {', '.join(missing)}; {hint or 'recompute it with compare_ensembles'}")
+
+
+def _axes_row(axes, n, width=4.0):
+    """``axes`` as a flat array of ``n`` axes, or the axes of a new 1 × n figure when it is None."""
+    if axes is None:
+        _, axes = plt.subplots(1, n, figsize=(width * n, 3.6), squeeze=False, constrained_layout=True)
+    axes = np.asarray(axes).ravel()
+    if len(axes) != n:
+        raise ValueError(f"axes holds {len(axes)} axes; pass {n} axes (one per panel) or axes=None")
+    return axes
+
+
+def _interval_text(ds, name, fmt=".3g"):
+    """``value [lower, upper]`` of a compare_ensembles distance, with its baseline when there is one."""
+    text = f"{float(ds[name]):{fmt}}"
+    if f"{name}_interval" in ds:
+        lower, upper = ds[f"{name}_interval"].values
+        text += f" [{lower:{fmt}}, {upper:{fmt}}]"
+    if f"baseline_{name}" in ds:
+        text += f", MD halves {float(ds['baseline_' + name]):{fmt}}"
+    return text
+
+
+def rmsd_histograms(ds, ax=None, **kwargs):
+    """Histograms of the RMSD to the reference structure of both ensembles (Ojeda-May Fig. 2).
+
+    Both are drawn as probability densities on the binning of ``rmsd_jsd``
+    (``ds.attrs["rmsd_bins"]`` equal-width bins over the shared range); the
+    title gives the Wasserstein-1 distance with its bootstrap interval and
+    MD-halves baseline.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`mdcvkit.metrics.compare_ensembles`.
+    ax : matplotlib.axes.Axes, optional
+    **kwargs
+        Passed to ``ax.hist`` for both ensembles.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    _comparison(ds, ["reference_rmsd", "generated_rmsd"])
+    ax = _axes(ax)
+    values = np.concatenate([ds.reference_rmsd.values, ds.generated_rmsd.values])
+    edges = np.linspace(values.min(), values.max(), ds.attrs.get("rmsd_bins", 50) + 1)
+    kwargs.setdefault("histtype", "step")
+    for name in ("reference", "generated"):
+        ax.hist(ds[f"{name}_rmsd"].values, bins=edges, density=True, label=name, **kwargs)
+    units = ds.reference_rmsd.attrs["units"]
+    ax.set_xlabel(f"RMSD to the reference structure ({units})")
+    ax.set_ylabel(f"probability density (1/{units})")
+    ax.set_title(f"W₁ = {_interval_text(ds, 'rmsd_wasserstein')} {units}", fontsize="small")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def rmsf(ds, ax=None, **kwargs):
+    """RMSF per atom of both ensembles (Ojeda-May Fig. 3), against residue number when one atom per residue.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`mdcvkit.metrics.compare_ensembles`.
+    ax : matplotlib.axes.Axes, optional
+    **kwargs
+        Passed to ``ax.plot`` for both ensembles.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    _comparison(ds, ["reference_rmsf", "generated_rmsf"])
+    ax = _axes(ax)
+    resids = ds["resid"].values
+    per_residue = len(np.unique(resids)) == len(resids)
+    x = resids if per_residue else ds["atom"].values
+    for name in ("reference", "generated"):
+        ax.plot(x, ds[f"{name}_rmsf"].values, label=name, **kwargs)
+    ax.set_xlabel("residue" if per_residue else "atom")
+    ax.set_ylabel(f"RMSF ({ds.reference_rmsf.attrs['units']})")
+    ax.set_title(f"Pearson r = {_interval_text(ds, 'rmsf_pearson')}; ratio = "
+                 f"{_interval_text(ds, 'rmsf_ratio_mean')}", fontsize="small")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def pca_comparison(ds, axes=None, kind="density", **kwargs):
+    """Both ensembles on PC1–PC2 of the reference, side by side on the same limits (Ojeda-May Fig. 4).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`mdcvkit.metrics.compare_ensembles`.
+    axes : sequence of 2 matplotlib.axes.Axes, optional
+        Reference and generated panels; a new 1 × 2 figure by default.
+    kind : {"density", "scatter"}, default "density"
+        2-D histogram (``ds.attrs["pca_bins"]`` bins per axis, shared range,
+        one log colour scale for both) or one point per frame.
+    **kwargs
+        Passed to ``ax.pcolormesh`` or ``ax.scatter``.
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib.axes.Axes, shape (2,)
+    """
+    import matplotlib.colors
+
+    kinds = ("density", "scatter")
+    if kind not in kinds:
+        raise ValueError(f"kind={kind!r} is not known; use one of {list(kinds)}")
+    _comparison(ds, ["reference_pca", "generated_pca"])
+    axes = _axes_row(axes, 2)
+    both = np.concatenate([ds.reference_pca.values, ds.generated_pca.values])
+    ranges = [(both[:, k].min(), both[:, k].max()) for k in range(2)]
+    units = ds.reference_pca.attrs["units"]
+    samples = {name: ds[f"{name}_pca"].values for name in ("reference", "generated")}
+    if kind == "density":
+        bins = ds.attrs.get("pca_bins", 30)
+        densities = {name: np.histogram2d(*values.T, bins=bins, range=ranges, density=True)
+                     for name, values in samples.items()}
+        top = max(density[0].max() for density in densities.values())
+        kwargs.setdefault("norm", matplotlib.colors.LogNorm(vmin=top * 1e-3, vmax=top))
+        kwargs.setdefault("cmap", "viridis")
+    else:
+        kwargs.setdefault("s", 2)
+    for ax, name in zip(axes, ("reference", "generated"), strict=True):
+        if kind == "density":
+            density, xedges, yedges = densities[name]
+            mesh = ax.pcolormesh(xedges, yedges, np.ma.masked_equal(density, 0).T, **kwargs)
+            ax.figure.colorbar(mesh, ax=ax, label=f"probability density (1/{units}²)")
+        else:
+            ax.scatter(*samples[name].T, **kwargs)
+        ax.set(xlim=ranges[0], ylim=ranges[1], xlabel=f"PC1 ({units})", ylabel=f"PC2 ({units})")
+        ax.set_title(name, fontsize="small")
+    axes[1].set_title(f"generated (JSD {_interval_text(ds, 'pca_jsd', '.2f')})", fontsize="small")
+    return axes
+
+
+def ramachandran_comparison(ds, axes=None, residue=None, **kwargs):
+    """Ramachandran plots (φ/ψ in degrees) of one residue in both ensembles, side by side.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`mdcvkit.metrics.compare_ensembles` with ``dihedrals=True``.
+    axes : sequence of 2 matplotlib.axes.Axes, optional
+        Reference and generated panels; a new 1 × 2 figure by default.
+    residue : int, optional
+        Residue number (``ds.residue``); the first residue by default.
+    **kwargs
+        Passed to :func:`ramachandran` (``ax.scatter``).
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib.axes.Axes, shape (2,)
+    """
+    _comparison(ds, ["reference_dihedrals", "generated_dihedrals"],
+                "recompute it with compare_ensembles(..., dihedrals=True) on ensembles with protein backbones")
+    residues = ds.residue.values
+    residue = residues[0] if residue is None else residue
+    if residue not in residues:
+        raise ValueError(f"residue={residue!r} has no φ/ψ in ds; pass one of {residues.tolist()}")
+    axes = _axes_row(axes, 2)
+    for ax, name in zip(axes, ("reference", "generated"), strict=True):
+        angles = ds[f"{name}_dihedrals"].sel(residue=residue)
+        ramachandran(angles.sel(angle="phi").values, angles.sel(angle="psi").values, ax=ax, **kwargs)
+        ax.set_title(f"{name}, residue {residue}", fontsize="small")
+    jsd = ds.dihedral_jsd.sel(residue=residue).values
+    axes[1].set_title(f"generated, residue {residue} (JSD φ {jsd[0]:.2f}, ψ {jsd[1]:.2f})", fontsize="small")
+    return axes
+
+
+def fes_comparison(ds, axes=None, **kwargs):
+    """Free-energy surfaces (kT) of both ensembles on the reference's TIC1–TIC2 and their difference.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`mdcvkit.metrics.compare_ensembles` with ``tica_lag`` set.
+    axes : sequence of 3 matplotlib.axes.Axes, optional
+        Reference, generated and difference panels; a new 1 × 3 figure by default.
+    **kwargs
+        Passed to ``ax.pcolormesh`` for the two surfaces.
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib.axes.Axes, shape (3,)
+    """
+    _comparison(ds, ["reference_fes", "generated_fes", "fes_difference"],
+                "recompute it with compare_ensembles(..., tica_lag=1) or another lag")
+    axes = _axes_row(axes, 3)
+    x, y = ds.tic1_bin.values, ds.tic2_bin.values
+    top = np.nanmax([np.nanmax(ds.reference_fes.values), np.nanmax(ds.generated_fes.values)])
+    kwargs.setdefault("cmap", "viridis")
+    for ax, name in zip(axes[:2], ("reference", "generated"), strict=True):
+        mesh = ax.pcolormesh(x, y, ds[f"{name}_fes"].values.T, vmin=0, vmax=top, **kwargs)
+        ax.figure.colorbar(mesh, ax=ax, label=f"free energy ({ds.reference_fes.attrs['units']})")
+        ax.set_title(name, fontsize="small")
+    difference = ds.fes_difference.values
+    limit = np.nanmax(np.abs(difference)) if np.isfinite(difference).any() else 1.0
+    mesh = axes[2].pcolormesh(x, y, difference.T, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axes[2].figure.colorbar(mesh, ax=axes[2], label=f"ΔF, generated − reference ({ds.fes_difference.attrs['units']})")
+    axes[2].set_title(f"RMS ΔF {_interval_text(ds, 'fes_rms_difference', '.2f')} kT", fontsize="small")
+    for ax in axes:
+        ax.set(xlabel="TIC1", ylabel="TIC2")
+    return axes

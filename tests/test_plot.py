@@ -161,3 +161,96 @@ def test_feature_importance_plot_rejects_wrong_input(importance_features):
     with pytest.raises(ValueError, match="top=0 must be a positive integer"):
         mk_plot.feature_importance(importance_features, top=0)
     plt.close("all")
+
+
+# =========================================================================================================
+# Ensemble comparison figures: mdcvkit.plot.rmsd_histograms, rmsf, pca_comparison, ramachandran_comparison,
+# fes_comparison (block owned by the ensemble-comparison work; keep it at the end of the file)
+# =========================================================================================================
+from mdcvkit.metrics import compare_ensembles  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ensemble_comparison():
+    import MDAnalysis as mda
+    from MDAnalysis.coordinates.memory import MemoryReader
+
+    from mdcvkit.datasets import alanine_dipeptide
+
+    universe = alanine_dipeptide()
+    positions = np.array([universe.atoms.positions for _ in universe.trajectory[::500]])  # 200 frames
+    ensembles = []
+    for frames in (positions[:120], positions[120:]):
+        ensemble = mda.Merge(universe.atoms)
+        ensemble.load_new(frames, format=MemoryReader)
+        ensembles.append(ensemble)
+    return compare_ensembles(*ensembles, select="not name H*", n_bootstrap=10, fes_bins=10)
+
+
+def test_rmsd_histograms_and_rmsf_plots(ensemble_comparison):
+    ds = ensemble_comparison
+    fig, axes = plt.subplots(1, 2)
+    assert plot.rmsd_histograms(ds, ax=axes[0], lw=2) is axes[0]
+    assert axes[0].get_xlabel() == "RMSD to the reference structure (Å)"
+    assert axes[0].get_ylabel() == "probability density (1/Å)"
+    assert len(axes[0].patches) == 2 and axes[0].patches[0].get_linewidth() == 2  # kwargs reach ax.hist
+    assert "W₁ = " in axes[0].get_title() and "MD halves" in axes[0].get_title()
+    assert plot.rmsf(ds, ax=axes[1]) is axes[1]
+    assert axes[1].get_xlabel() == "atom" and axes[1].get_ylabel() == "RMSF (Å)"
+    np.testing.assert_allclose(axes[1].get_lines()[1].get_ydata(), ds.generated_rmsf)
+    assert [line.get_label() for line in axes[1].get_lines()] == ["reference", "generated"]
+    plt.close(fig)
+
+
+def test_rmsf_plot_is_per_residue_for_one_atom_per_residue(ensemble_comparison):
+    ds = ensemble_comparison.isel(atom=[0, 4, 8])  # one atom in each of ACE, ALA, NME
+    ax = plot.rmsf(ds)
+    assert ax.get_xlabel() == "residue"
+    np.testing.assert_array_equal(ax.get_lines()[0].get_xdata(), ds.resid.values)
+    plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("kind", ["density", "scatter"])
+def test_pca_comparison_plot(ensemble_comparison, kind):
+    axes = plot.pca_comparison(ensemble_comparison, kind=kind)
+    assert axes.shape == (2,)
+    assert [ax.get_xlabel() for ax in axes] == ["PC1 (Å)"] * 2 and axes[0].get_ylabel() == "PC2 (Å)"
+    assert axes[0].get_xlim() == axes[1].get_xlim() and axes[0].get_ylim() == axes[1].get_ylim()
+    assert axes[0].get_title() == "reference" and axes[1].get_title().startswith("generated (JSD")
+    plt.close(axes[0].figure)
+
+
+def test_ramachandran_and_fes_comparison_plots(ensemble_comparison):
+    ds = ensemble_comparison
+    axes = plot.ramachandran_comparison(ds, residue=2, s=5)
+    assert axes[0].get_xlabel() == r"$\phi$ (deg)" and axes[1].get_ylabel() == r"$\psi$ (deg)"
+    np.testing.assert_allclose(axes[1].collections[0].get_offsets()[:, 0],
+                               ds.generated_dihedrals.sel(residue=2, angle="phi"))
+    assert axes[1].get_title().startswith("generated, residue 2 (JSD φ")
+    plt.close(axes[0].figure)
+    fig, given = plt.subplots(1, 3)
+    axes = plot.fes_comparison(ds, axes=given)
+    assert list(axes) == list(given)
+    assert [ax.get_xlabel() for ax in axes] == ["TIC1"] * 3 and axes[2].get_ylabel() == "TIC2"
+    labels = [ax.get_ylabel() for ax in fig.axes[3:]]  # the colour bars
+    assert labels == ["free energy (kT)", "free energy (kT)", "ΔF, generated − reference (kT)"]
+    assert axes[2].get_title().startswith("RMS ΔF")
+    plt.close(fig)
+
+
+def test_comparison_plots_reject_wrong_input(ensemble_comparison):
+    ds = ensemble_comparison
+    with pytest.raises(ValueError, match="mdcvkit.metrics.compare_ensembles; got DataArray"):
+        plot.rmsd_histograms(ds.reference_rmsd)
+    with pytest.raises(ValueError, match="ds has no reference_dihedrals, generated_dihedrals; .*dihedrals=True"):
+        plot.ramachandran_comparison(ds.drop_vars(["reference_dihedrals", "generated_dihedrals"]))
+    with pytest.raises(ValueError, match=r"residue=7 has no φ/ψ in ds; pass one of \[2\]"):
+        plot.ramachandran_comparison(ds, residue=7)
+    with pytest.raises(ValueError, match="kind='hexbin' is not known; use one of \\['density', 'scatter'\\]"):
+        plot.pca_comparison(ds, kind="hexbin")
+    fig, axes = plt.subplots(1, 2)
+    with pytest.raises(ValueError, match="axes holds 2 axes; pass 3 axes"):
+        plot.fes_comparison(ds, axes=axes)
+    with pytest.raises(ValueError, match="ds has no .*tica_lag"):
+        plot.fes_comparison(ds.drop_vars("fes_difference"))
+    plt.close("all")
