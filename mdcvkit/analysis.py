@@ -572,10 +572,12 @@ class AutoencoderCV(AnalysisBase):
     def to_plumed(self, folder, *, label="cv", temperature=300.0):
         """Export the CV for PLUMED: a traced model for ``PYTORCH_MODEL`` and a ``plumed.dat``.
 
-        PLUMED computes the descriptors (``TORSION`` for dihedral features,
-        ``DISTANCE`` for non-periodic distances) of the training atoms, whose
-        indices in the simulated system are the AtomGroup's indices; the model
-        maps them to the CV. See :func:`mdcvkit.biasing.to_plumed` for the files.
+        PLUMED computes the inputs of the model for the training atoms, whose
+        indices in the simulated system are the AtomGroup's indices:
+        ``TORSION`` for dihedral features, ``DISTANCE`` for non-periodic
+        distances, ``FIT_TO_TEMPLATE`` + ``POSITION`` for aligned coordinates
+        (with a ``reference.pdb`` of the fit template). See
+        :func:`mdcvkit.biasing.to_plumed` for the files and their caveats.
 
         Parameters
         ----------
@@ -594,20 +596,14 @@ class AutoencoderCV(AnalysisBase):
         Raises
         ------
         ValueError
-            For aligned or raw Cartesian features, which need PLUMED's
-            FIT_TO_TEMPLATE and are not exported yet: train on
-            ``features="distances"`` or ``"dihedrals"`` to export.
+            For raw (unaligned) Cartesian features, which are not invariant to
+            translation and rotation and have no PLUMED form: train on
+            ``features="aligned"``, ``"distances"`` or ``"dihedrals"`` to export.
         """
         self._check_fitted("to_plumed")
-        from .biasing import DescriptorCV, to_plumed
+        from .biasing import to_plumed
 
-        if isinstance(self.results.model.featurizer, (AlignedPositions, Positions)):
-            raise ValueError(
-                f"features={type(self.results.model.featurizer).__name__} cannot be exported to PLUMED yet "
-                "(aligned coordinates need FIT_TO_TEMPLATE); train with features='distances' or 'dihedrals'"
-            )
-        descriptor_cv = DescriptorCV.from_collective_variable(self.results.model)
-        return to_plumed(descriptor_cv, folder, particles=self._atoms["indices"], label=label,
+        return to_plumed(self.results.model, folder, particles=self._atoms["indices"], label=label,
                          temperature=temperature)
 
     def to_torchscript(self, path):

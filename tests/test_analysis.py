@@ -170,5 +170,9 @@ def test_to_plumed_writes_descriptors_and_model(tmp_path, ala2):
     # PLUMED numbers atoms from 1: the phi torsion C(ACE)-N-CA-C of the system
     phi = ala2.select_atoms("resname ACE and name C", "resname ALA and name N CA C").indices + 1
     assert ",".join(str(i) for i in phi) in text.replace(" ", "")
-    with pytest.raises(ValueError, match="cannot be exported to PLUMED yet"):
-        mk.AutoencoderCV(ala2.select_atoms("not name H*"), max_epochs=1).run(step=500).to_plumed(tmp_path)
+    aligned = mk.AutoencoderCV(ala2.select_atoms("not name H*"), max_epochs=1).run(step=500)
+    text = aligned.to_plumed(tmp_path / "aligned").read_text()
+    assert "FIT_TO_TEMPLATE" in text and text.count("POSITION ATOM=") == 10
+    raw = mk.AutoencoderCV(ala2.select_atoms("not name H*"), features="positions", max_epochs=1).run(step=500)
+    with pytest.raises(ValueError, match="descriptor form"):
+        raw.to_plumed(tmp_path / "raw")

@@ -437,3 +437,34 @@ def test_python_route_takes_closures(alanine):
     restored = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(biased))  # same process
     energy_restored, _ = _energy_and_forces(_bias_state(restored, positions), positions)
     assert energy_restored == pytest.approx(energy, rel=1e-12)
+
+
+def test_wide_input_packs_the_first_layer(alanine):
+    """All 45 heavy-atom distances (more than OpenMM's 32 collective variables) plus torsions and
+    positions: normalisation and first layer fold into one force per unit and kind of descriptor."""
+    system, positions = alanine
+    heavy = [1, 4, 5, 6, 8, 10, 14, 15, 16, 18]
+    distances = [Distance(a, b) for k, a in enumerate(heavy) for b in heavy[k + 1 :]]
+    descriptors = [*distances, Torsion(*PHI), Torsion(*PSI), Torsion(1, 4, 6, 8, trig=False), Position(8, 2)]
+    n_features = len(distances) + 6
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(n_features, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    rng = np.random.default_rng(0)
+    cv = DescriptorCV(descriptors, model=model, mean=rng.normal(size=n_features),
+                      std=rng.uniform(0.5, 2.0, size=n_features))  # fmt: skip
+    forces, _ = cv.openmm_expression(list(range(22)))
+    assert len(forces) == 5 * 4  # units x kinds (distances, trig torsions, plain torsions, positions)
+    results = []
+    for route in ("python", "expression"):
+        biased = openmm.XmlSerializer.clone(system)
+        force = add_cv_bias(biased, cv, HARMONIC, positions, route=route, parameters={"k": 80.0},
+                            force_group=BIAS_GROUP)  # fmt: skip
+        assert force.route == route
+        results.append(_energy_and_forces(_bias_state(biased, positions), positions, force))
+    xi = evaluate_cv(cv, positions * 10)[0]
+    expected = 0.5 * 80.0 * ((xi[0] - 0.3) ** 2 + (xi[1] + 0.1) ** 2)
+    assert results[1][0] == pytest.approx(expected, rel=1e-10)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-8, atol=1e-8)
+    wide = DescriptorCV(distances, model=nn.Sequential(nn.Linear(45, 40), nn.Tanh(), nn.Linear(40, 1)))
+    with pytest.raises(ValueError, match="needs 40 OpenMM collective variables, more than 30"):
+        wide.openmm_expression(list(range(22)))

@@ -1,15 +1,24 @@
 """Tests of mdcvkit.biasing.plumed: TorchScript + plumed.dat export, openmm-torch modules."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import openmm.app as app
+import openmm.unit as unit
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from torch import nn
 
+from mdcvkit.analysis import CollectiveVariable
 from mdcvkit.biasing import DescriptorCV, Distance, Position, Torsion, to_openmm_torch, to_plumed
+from mdcvkit.features import AlignedPositions, Positions
+from mdcvkit.models import MODELS
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
+PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide" / "ala2.pdb"
+HEAVY = [1, 4, 5, 6, 8, 10, 14, 15, 16, 18]  # heavy atoms of alanine dipeptide (system indices)
 # PLUMED and openmm-torch load TorchScript: torch's deprecation of torch.jit is not ours to act on here
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")
 
@@ -87,3 +96,124 @@ def test_export_needs_a_descriptor_cv(tmp_path):
     cv = DescriptorCV([Distance(0, 5)])
     with pytest.raises(ValueError, match="particles has 2 entries but the CV reads 6 atoms"):
         to_plumed(cv, tmp_path, particles=[0, 1])
+
+
+# --- aligned coordinates: FIT_TO_TEMPLATE + POSITION ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alanine_nm():
+    return np.array(app.PDBFile(str(PDB)).positions.value_in_unit(unit.nanometer))
+
+
+@pytest.fixture(scope="module")
+def aligned_cv(alanine_nm):
+    """An AE-shaped CV on aligned heavy-atom coordinates, with unequal fit weights and a fitted normalisation."""
+    reference = alanine_nm[HEAVY] * 10 + np.random.default_rng(1).normal(scale=0.3, size=(10, 3))  # Å
+    weights = np.array([1, 2, 4, 4, 2, 1, 4, 2, 1, 4], dtype=float)  # exact in the PDB's 4 decimals once / 4
+    featurizer = AlignedPositions(reference, weights=weights)
+    torch.manual_seed(0)
+    model = MODELS["ae"](30, 2, hidden=(8,), activation="tanh", scale_groups=featurizer.scale_groups)
+    frames = torch.as_tensor(reference[None] + np.random.default_rng(2).normal(scale=0.5, size=(50, 10, 3)))
+    model.normalization.fit(featurizer(frames.float()))
+    return CollectiveVariable(featurizer, model).double()
+
+
+def read_pdb(path):
+    """ATOM records by column, as PLUMED's PDB reader takes them: serials, positions (Å), occupancy, beta."""
+    rows = [line.ljust(80) for line in path.read_text().splitlines() if line[:6].strip() in ("ATOM", "HETATM")]
+    serials = np.array([int(r[6:11]) for r in rows])
+    xyz = np.array([[float(r[30 + 8 * k : 38 + 8 * k]) for k in range(3)] for r in rows])
+    return serials, xyz, np.array([float(r[54:60]) for r in rows]), np.array([float(r[60:66]) for r in rows])
+
+
+def fit_to_template(positions, serials, template, weights):
+    """PLUMED's FIT_TO_TEMPLATE TYPE=OPTIMAL on all atoms (nm): x -> R (x - c_x) + c_ref."""
+    w = weights / weights.sum()
+    center = w @ template
+    fitted = positions[serials - 1]
+    c_x = w @ fitted
+    correlation = ((fitted - c_x) * w[:, None]).T @ (template - center)
+    u, _, vt = np.linalg.svd(correlation)
+    flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(vt.T @ u.T))])
+    rotation = vt.T @ flip @ u.T  # proper rotation taking (x - c_x) onto the centred template
+    return (positions - c_x) @ rotation.T + center
+
+
+def plumed_arguments(plumed_dat):
+    """Atom index and axis of each PYTORCH_MODEL input, read from the POSITION actions and the ARG list."""
+    atoms, args = {}, None
+    for line in plumed_dat.read_text().splitlines():
+        if ": POSITION ATOM=" in line:
+            label, rest = line.split(": POSITION ATOM=")
+            atoms[label] = int(rest.split()[0])
+        if ": PYTORCH_MODEL " in line:
+            args = line.split("ARG=")[1].split()[0].split(",")
+    return np.array([atoms[a.split(".")[0]] - 1 for a in args]), np.array(["xyz".index(a[-1]) for a in args])
+
+
+def test_aligned_cv_exports_fit_to_template_and_positions(aligned_cv, tmp_path):
+    path = to_plumed(aligned_cv, tmp_path, particles=HEAVY, temperature=310)
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert lines[0] == "FIT_TO_TEMPLATE STRIDE=1 REFERENCE=reference.pdb TYPE=OPTIMAL"
+    assert lines[1] == "p0: POSITION ATOM=2 NOPBC" and lines[10] == "p9: POSITION ATOM=19 NOPBC"
+    assert lines[11].startswith("cv: PYTORCH_MODEL FILE=model.ptc ARG=p0.x,p0.y,p0.z,p1.x,")
+    assert not any(line.startswith("UNITS") for line in lines)  # nm: the model converts to Å
+    assert "# WHOLEMOLECULES ENTITY0=2,5,6,7,9,11,15,16,17,19" in path.read_text()
+    serials, template, occupancy, beta = read_pdb(tmp_path / "reference.pdb")
+    np.testing.assert_array_equal(serials, np.array(HEAVY) + 1)
+    np.testing.assert_array_equal(occupancy, beta)
+    weights = aligned_cv.featurizer.weights.numpy()
+    np.testing.assert_allclose(occupancy, weights / weights.max())
+    np.testing.assert_allclose(occupancy @ template, 0.0, atol=1e-4)  # centred on its weighted centroid
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["input_shape"] == [1, 30] and meta["units"]["length"] == "nm"
+    assert meta["torch_version"] == torch.__version__
+
+
+def test_emulated_plumed_gives_the_cv_and_its_gradient(aligned_cv, alanine_nm, tmp_path):
+    """FIT_TO_TEMPLATE + POSITION emulated in numpy, fed to the traced model: the CV of transform, and,
+    chained through the fit, the same gradient with respect to the system positions."""
+    plumed_dat = to_plumed(aligned_cv, tmp_path, particles=HEAVY)
+    model = torch.jit.load(str(tmp_path / "model.ptc"))
+    serials, template, occupancy, _ = read_pdb(tmp_path / "reference.pdb")
+    template_nm = template / 10  # PLUMED converts the PDB's Å to its length unit, nm
+
+    atoms, axes = plumed_arguments(plumed_dat)
+
+    def emulate(positions_nm):
+        return fit_to_template(positions_nm, serials, template_nm, occupancy)[atoms, axes]
+
+    rng = np.random.default_rng(3)
+    for frame in range(3):
+        system = alanine_nm + rng.normal(scale=0.02, size=alanine_nm.shape)  # nm
+        system = Rotation.random(random_state=frame).apply(system) + rng.normal(size=3)
+        inputs = torch.tensor(emulate(system)[None], dtype=torch.float32, requires_grad=True)
+        out = model(inputs)
+        assert out.dtype == torch.float32 and out.shape == (1, 2)
+        x = torch.tensor(system[HEAVY] * 10, requires_grad=True)  # Å, float64
+        expected = aligned_cv(x[None])
+        np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
+        # d inputs / d system positions by central differences of the emulation (float64)
+        h = 1e-6
+        jacobian = np.zeros((system.size, inputs.shape[1]))
+        for k in range(system.size):
+            step = np.zeros(system.size)
+            step[k] = h
+            step = step.reshape(system.shape)
+            jacobian[k] = (emulate(system + step) - emulate(system - step)) / (2 * h)
+        for component in range(2):
+            (model_grad,) = torch.autograd.grad(out[0, component], inputs, retain_graph=True)
+            plumed_grad = (jacobian @ model_grad.double().numpy()[0]).reshape(system.shape)  # per nm
+            (grad_angstrom,) = torch.autograd.grad(expected[0, component], x, retain_graph=True)
+            reference = np.zeros_like(system)
+            reference[HEAVY] = grad_angstrom.numpy() * 10  # per nm
+            scale = np.abs(reference).max()
+            np.testing.assert_allclose(plumed_grad, reference, rtol=0, atol=2e-4 * scale)
+
+
+def test_fitted_cv_on_raw_positions_cannot_be_exported(tmp_path):
+    torch.manual_seed(0)
+    fitted = CollectiveVariable(Positions(4), MODELS["ae"](12, 1, hidden=(4,)))
+    with pytest.raises(ValueError, match="featurizer Positions has no descriptor form"):
+        to_plumed(fitted, tmp_path)

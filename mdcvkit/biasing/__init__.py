@@ -11,7 +11,7 @@ from .boundary import NM_TO_ANGSTROM, TorchCVEvaluator, evaluate_cv
 from .czar import CZARAccumulator, czar, integrate_gradient
 from .descriptors import ACTIVATIONS, Descriptor, DescriptorCV, Distance, Position, Torsion
 from .eabf import ExtendedABF
-from .force import add_cv_bias, cv_collective_variables, fastest_platform
+from .force import add_cv_bias, cv_collective_variables, cv_force, fastest_platform
 from .grid import Grid
 from .iterative import IterativeCVLearning
 from .plumed import to_openmm_torch, to_plumed
@@ -32,6 +32,7 @@ __all__ = [
     "add_cv_bias",
     "available_routes",
     "cv_collective_variables",
+    "cv_force",
     "evaluate_cv",
     "fastest_platform",
     "CZARAccumulator",

@@ -21,6 +21,9 @@ from torch import nn
 
 __all__ = ["Descriptor", "Distance", "Torsion", "Position", "DescriptorCV", "ACTIVATIONS"]
 
+#: collective variables a compiled CV may use: OpenMM's CustomCVForce holds 32, eABF adds up to two λ
+MAX_COLLECTIVE_VARIABLES = 30
+
 _AXIS_NAMES = ("x", "y", "z")
 
 
@@ -38,6 +41,24 @@ class Descriptor(nn.Module):
     def features(self, value):
         """Features from raw values ``(n_frames,)`` -> ``(n_frames, n_features)``."""
         return value[:, None]
+
+    @property
+    def linear_key(self):
+        """Descriptors with equal keys share one force in :meth:`linear_force`."""
+        return type(self).__name__
+
+    @staticmethod
+    def linear_force(terms, particles):
+        """One OpenMM force whose energy is ``Σ c · features(descriptor)`` over ``terms``.
+
+        Parameters
+        ----------
+        terms : list of (Descriptor, numpy.ndarray of shape (n_features,))
+            Descriptors of one :attr:`linear_key` and the coefficient of each of their features.
+        particles : sequence of int
+            System particle index of each CV input atom.
+        """
+        raise NotImplementedError
 
 
 def _check_atoms(atoms, n, argument):
@@ -70,6 +91,14 @@ class Distance(Descriptor):
         """A force whose energy equals the distance in Å (``10 r``, r in nm)."""
         force = openmm.CustomBondForce("10*r")
         force.addBond(*(int(particles[a]) for a in self.atoms), [])
+        return force
+
+    @staticmethod
+    def linear_force(terms, particles):
+        force = openmm.CustomBondForce("c0*10*r")
+        force.addPerBondParameter("c0")
+        for descriptor, coefficients in terms:
+            force.addBond(*(int(particles[a]) for a in descriptor.atoms), [float(coefficients[0])])
         return force
 
     def plumed(self, label, particles):
@@ -113,6 +142,20 @@ class Torsion(Descriptor):
     def feature_expressions(self, name):
         return [f"sin({name})", f"cos({name})"] if self.trig else [name]
 
+    @property
+    def linear_key(self):
+        return ("Torsion", self.trig)
+
+    @staticmethod
+    def linear_force(terms, particles):
+        trig = terms[0][0].trig
+        force = openmm.CustomTorsionForce("c0*sin(theta)+c1*cos(theta)" if trig else "c0*theta")
+        for name in ("c0", "c1") if trig else ("c0",):
+            force.addPerTorsionParameter(name)
+        for descriptor, coefficients in terms:
+            force.addTorsion(*(int(particles[a]) for a in descriptor.atoms), [float(c) for c in coefficients])
+        return force
+
     def openmm_force(self, particles):
         """A force whose energy equals the dihedral in rad (OpenMM's and IUPAC's sign convention)."""
         force = openmm.CustomTorsionForce("theta")
@@ -151,6 +194,17 @@ class Position(Descriptor):
         """A force whose energy equals the coordinate in Å (``10 x``, x in nm)."""
         force = openmm.CustomExternalForce(f"10*{_AXIS_NAMES[self.axis]}")
         force.addParticle(int(particles[self.atoms[0]]), [])
+        return force
+
+    @staticmethod
+    def linear_force(terms, particles):
+        force = openmm.CustomExternalForce("10*(c0*x+c1*y+c2*z)")
+        for name in ("c0", "c1", "c2"):
+            force.addPerParticleParameter(name)
+        for descriptor, coefficients in terms:
+            per_axis = [0.0, 0.0, 0.0]
+            per_axis[descriptor.axis] = float(coefficients[0])
+            force.addParticle(int(particles[descriptor.atoms[0]]), per_axis)
         return force
 
     def plumed(self, label, particles):
@@ -334,7 +388,9 @@ class DescriptorCV(nn.Module):
         Returns
         -------
         forces : dict of str -> openmm.Force
-            Collective variables to add to a CustomCVForce (descriptor values, Å or rad).
+            Collective variables to add to a CustomCVForce: the descriptor values (Å or rad), or,
+            when the network starts with a Linear layer narrower than the number of descriptors
+            (per kind of descriptor), that layer's pre-activations, one force per unit and kind.
         definitions : list of str
             Expression definitions, the last ones defining ``{prefix}0`` ... (append to the
             energy expression after ``;``, in this order, reversed as OpenMM requires).
@@ -342,23 +398,26 @@ class DescriptorCV(nn.Module):
         Raises
         ------
         ValueError
-            If the network holds a layer the compiler does not know.
+            If the network holds a layer the compiler does not know, or the CV needs more than
+            :data:`MAX_COLLECTIVE_VARIABLES` collective variables.
         """
-        forces, features = {}, []
-        for k, descriptor in enumerate(self.head.descriptors):
-            name = f"{prefix}_d{k}"
-            forces[name] = descriptor.openmm_force(particles)
-            features.extend(descriptor.feature_expressions(name))
-        definitions = []
-        mean = self.head.mean.tolist()
-        std = self.head.std.tolist()
-        current = []
-        for k, expr in enumerate(features):
-            var = f"{prefix}_n0_{k}"
-            definitions.append(f"{var}=({expr}-({mean[k]!r}))/{std[k]!r}")
-            current.append(var)
         layers = [] if self.head.model is None else _flatten(self.head.model)
-        for depth, layer in enumerate(layers, start=1):
+        n_descriptors = len(self.head.descriptors)
+        n_kinds = len({d.linear_key for d in self.head.descriptors})
+        if layers and isinstance(layers[0], nn.Linear) and layers[0].out_features * n_kinds < n_descriptors:
+            forces, definitions, current = self._packed_first_layer(layers[0], particles, prefix)
+            layers, first_depth = layers[1:], 2
+        else:
+            forces, definitions, current = self._descriptor_variables(particles, prefix)
+            first_depth = 1
+        if len(forces) > MAX_COLLECTIVE_VARIABLES:
+            raise ValueError(
+                f"the compiled CV needs {len(forces)} OpenMM collective variables, more than "
+                f"{MAX_COLLECTIVE_VARIABLES} (a CustomCVForce holds at most 32, and eABF adds its λ); use fewer "
+                f"descriptors or a first layer of at most {MAX_COLLECTIVE_VARIABLES // n_kinds} units, "
+                f"or route='python'"
+            )
+        for depth, layer in enumerate(layers, start=first_depth):
             if isinstance(layer, nn.Linear):
                 weight = layer.weight.detach().double().numpy()
                 bias = (
@@ -397,6 +456,53 @@ class DescriptorCV(nn.Module):
         for k, var in enumerate(current):
             definitions.append(f"{prefix}{k}={var}")
         return forces, definitions
+
+    def _descriptor_variables(self, particles, prefix):
+        """One collective variable per descriptor, normalised features as definitions."""
+        forces, features = {}, []
+        for k, descriptor in enumerate(self.head.descriptors):
+            name = f"{prefix}_d{k}"
+            forces[name] = descriptor.openmm_force(particles)
+            features.extend(descriptor.feature_expressions(name))
+        mean, std = self.head.mean.tolist(), self.head.std.tolist()
+        definitions, current = [], []
+        for k, expr in enumerate(features):
+            var = f"{prefix}_n0_{k}"
+            definitions.append(f"{var}=({expr}-({mean[k]!r}))/{std[k]!r}")
+            current.append(var)
+        return forces, definitions, current
+
+    def _packed_first_layer(self, linear, particles, prefix):
+        """Normalisation and first Linear layer folded into one linear force per unit and descriptor kind.
+
+        Unit j's pre-activation ``Σ_f W_jf (x_f - mean_f) / std_f + b_j`` is linear in the features,
+        so one force per kind of descriptor (distances, torsions, positions) computes its sum over
+        all descriptors of that kind: ``n_units × n_kinds`` collective variables instead of one per
+        descriptor, which keeps wide inputs (e.g. all heavy-atom distances) within OpenMM's limit.
+        """
+        descriptors = list(self.head.descriptors)
+        weight = linear.weight.detach().double().numpy() / self.head.std.double().numpy()
+        bias = -weight @ self.head.mean.double().numpy()
+        if linear.bias is not None:
+            bias = bias + linear.bias.detach().double().numpy()
+        offsets = np.cumsum([0] + [d.n_features for d in descriptors])
+        groups = {}
+        for k, descriptor in enumerate(descriptors):
+            groups.setdefault(descriptor.linear_key, []).append(k)
+        forces, definitions, current = {}, [], []
+        for row in range(weight.shape[0]):
+            names = []
+            for g, members in enumerate(groups.values()):
+                terms = [(descriptors[k], weight[row, offsets[k] : offsets[k + 1]]) for k in members]
+                if not any(np.any(c != 0.0) for _, c in terms):
+                    continue
+                name = f"{prefix}_h{row}_{g}"
+                forces[name] = type(descriptors[members[0]]).linear_force(terms, particles)
+                names.append(name)
+            var = f"{prefix}_n1_{row}"
+            definitions.append(f"{var}={'+'.join(names + [repr(float(bias[row]))])}")
+            current.append(var)
+        return forces, definitions, current
 
 
 def _descriptors_of(featurizer):
