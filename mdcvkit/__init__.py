@@ -12,8 +12,9 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import biasing, datasets, features, metrics, models, msm, plot, systems, training
+from . import biasing, datasets, features, metrics, models, msm, plot, repair, systems, training
 from .analysis import AutoencoderCV
+from .repair import BondGeometryRepair
 
 try:
     __version__ = version("mdcvkit")
@@ -22,6 +23,7 @@ except PackageNotFoundError:  # running from a checkout that was not installed
 
 __all__ = [
     "AutoencoderCV",
+    "BondGeometryRepair",
     "biasing",
     "datasets",
     "features",
@@ -29,6 +31,7 @@ __all__ = [
     "models",
     "msm",
     "plot",
+    "repair",
     "systems",
     "training",
     "__version__",

@@ -4,11 +4,13 @@ The data and the script that made them live in ``data/alanine_dipeptide/``;
 see its ``make_data.py`` for every setting. Nothing is downloaded.
 """
 
+from dataclasses import dataclass
 from importlib.resources import files
 
 import MDAnalysis as mda
+import numpy as np
 
-__all__ = ["KINDS", "alanine_dipeptide", "data_path"]
+__all__ = ["KINDS", "SimulationSetup", "alanine_dipeptide", "alanine_dipeptide_system", "data_path"]
 
 #: Shipped alanine-dipeptide trajectories by kind.
 KINDS = {
@@ -60,3 +62,119 @@ def alanine_dipeptide(kind="implicit"):
         raise ValueError(f"kind={kind!r} is not known; use one of {sorted(KINDS)}")
     trajectories = [str(data_path(name)) for name in KINDS[kind]]
     return mda.Universe(str(data_path("ala2.pdb")), trajectories, continuous=False)
+
+
+@dataclass(frozen=True)
+class SimulationSetup:
+    """An OpenMM system ready to simulate, with the settings it was made for.
+
+    Attributes
+    ----------
+    topology : openmm.app.Topology
+    system : openmm.System
+        A fresh System; change it freely (e.g. :func:`mdcvkit.biasing.add_cv_bias`).
+    positions : numpy.ndarray, shape (n_atoms, 3)
+        Start positions in nm.
+    temperature : float
+        K.
+    friction : float
+        Langevin friction, 1/ps.
+    timestep : float
+        ps.
+    """
+
+    topology: object
+    system: object
+    positions: np.ndarray
+    temperature: float
+    friction: float
+    timestep: float
+
+    def integrator(self, seed=1):
+        """A ``LangevinMiddleIntegrator`` at this temperature, friction and time step, seeded.
+
+        Parameters
+        ----------
+        seed : int, default 1
+            Random-number seed (OpenMM draws one itself for 0).
+
+        Returns
+        -------
+        openmm.LangevinMiddleIntegrator
+        """
+        import openmm
+
+        integrator = openmm.LangevinMiddleIntegrator(self.temperature, self.friction, self.timestep)
+        integrator.setRandomNumberSeed(seed)
+        return integrator
+
+    def context(self, seed=1, platform="Reference"):
+        """An OpenMM Context of the System with :meth:`integrator`, at the start positions.
+
+        Velocities are drawn at the temperature with ``seed``.
+
+        Parameters
+        ----------
+        seed : int, default 1
+            Seed of the integrator and of the velocities.
+        platform : str, default "Reference"
+            OpenMM platform; Reference is the fastest on a CPU for a molecule this small.
+
+        Returns
+        -------
+        openmm.Context
+        """
+        import openmm
+
+        context = openmm.Context(self.system, self.integrator(seed), openmm.Platform.getPlatformByName(platform))
+        context.setPositions(self.positions)
+        context.setVelocitiesToTemperature(self.temperature, seed)
+        return context
+
+
+def alanine_dipeptide_system(solvent="vacuum", constraints=True):
+    """The OpenMM system of the shipped alanine-dipeptide trajectories (see ``make_data.py``).
+
+    AMBER99SB-ILDN, no cutoff, in vacuum or with the OBC implicit solvent
+    (``amber99_obc.xml``); with ``constraints``, X–H bonds are constrained and
+    hydrogen masses repartitioned to 4 amu for 4 fs Langevin steps, exactly as
+    the shipped data were made. The start is where the shipped run of that
+    solvent begins: in vacuum its first frame, in the C7eq basin; in implicit
+    solvent ``ala2.pdb``.
+
+    Parameters
+    ----------
+    solvent : {"vacuum", "implicit"}, default "vacuum"
+    constraints : bool, default True
+        False: no constraints and true hydrogen masses, with a 0.5 fs time step
+        (for constant-energy checks).
+
+    Returns
+    -------
+    SimulationSetup
+        Topology, System, start positions (nm), 300 K, friction 1/ps, time step
+        (ps).
+
+    Examples
+    --------
+    >>> setup = mk.datasets.alanine_dipeptide_system("vacuum")              # doctest: +SKIP
+    >>> context = setup.context(seed=1)                                     # doctest: +SKIP
+    >>> context.getIntegrator().step(1000)                                  # 4 ps; doctest: +SKIP
+    """
+    import openmm.app as app
+    import openmm.unit as unit
+
+    if solvent not in KINDS:
+        raise ValueError(f"solvent={solvent!r} is not known; use one of {sorted(KINDS)}")
+    pdb = app.PDBFile(str(data_path("ala2.pdb")))
+    files = ["amber99sbildn.xml"] + (["amber99_obc.xml"] if solvent == "implicit" else [])
+    system = app.ForceField(*files).createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds if constraints else None,
+        hydrogenMass=4 * unit.amu if constraints else None,
+    )
+    if solvent == "vacuum":
+        positions = alanine_dipeptide("vacuum").atoms.positions / 10.0  # first frame, Å -> nm
+    else:
+        positions = pdb.positions.value_in_unit(unit.nanometer)
+    return SimulationSetup(pdb.topology, system, np.asarray(positions, dtype=np.float64), 300.0, 1.0,
+                           0.004 if constraints else 0.0005)

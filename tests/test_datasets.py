@@ -26,3 +26,50 @@ def test_unknown_kind():
 def test_missing_file_names_the_script():
     with pytest.raises(FileNotFoundError, match="make_data.py"):
         datasets.data_path("nothing.xtc")
+
+
+def _make_data_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_data", datasets.data_path("make_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("solvent", ["vacuum", "implicit"])
+def test_system_is_the_one_that_made_the_data(solvent):
+    import openmm
+    import openmm.unit as unit
+
+    setup = datasets.alanine_dipeptide_system(solvent)
+    _, system, _ = _make_data_module().build_system(solvent)
+    energies = []
+    for each in (setup.system, system):
+        context = openmm.Context(each, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(setup.positions)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    assert energies[0] == pytest.approx(energies[1], rel=1e-12)
+    assert setup.system.getNumConstraints() == system.getNumConstraints() > 0
+    assert setup.timestep == pytest.approx(0.004) and setup.temperature == 300.0
+
+
+def test_vacuum_start_is_c7eq():
+    from MDAnalysis.lib.distances import calc_dihedrals
+
+    setup = datasets.alanine_dipeptide_system("vacuum")
+    phi = np.degrees(calc_dihedrals(*setup.positions[[4, 6, 8, 14]]))
+    assert -150 < phi < -40
+
+
+def test_unconstrained_system_for_constant_energy():
+    setup = datasets.alanine_dipeptide_system("vacuum", constraints=False)
+    assert setup.system.getNumConstraints() == 0 and setup.timestep == pytest.approx(0.0005)
+    context = setup.context(seed=3)
+    context.getIntegrator().step(10)
+    assert np.isfinite(context.getState(getEnergy=True).getPotentialEnergy()._value)
+
+
+def test_unknown_solvent():
+    with pytest.raises(ValueError, match="solvent='water' is not known"):
+        datasets.alanine_dipeptide_system("water")
