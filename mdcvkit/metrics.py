@@ -402,8 +402,8 @@ def _pca(ref_flat, gen_flat, ref_mean):
 
 def compare_ensembles(reference, generated, select="name CA", *, reference_frame=0, bins=50, pca_bins=30,
                       dihedral_bins=36, fes_bins=20, dihedrals=True, distances=True, tica_lag=1,
-                      tica_features="positions", baseline=True, paired=False, n_bootstrap=100, block_length=1,
-                      confidence=0.95, seed=0):
+                      tica_features="positions", baseline=True, paired=False, geometry=False, n_bootstrap=100,
+                      block_length=1, confidence=0.95, seed=0):
     """Compare a generated ensemble with a reference (MD) ensemble, as in Ojeda-May (2025) and PENSA.
 
     Both ensembles are restricted to the atoms ``select`` and every frame is
@@ -477,6 +477,14 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         The ensembles are paired: frame i of ``generated`` reconstructs frame i
         of ``reference`` (same number of frames), e.g. an autoencoder's
         reconstructions; adds the paired scores.
+    geometry : bool, default False
+        Judge the covalent geometry of every frame of both ensembles, all
+        their atoms (not only ``select``), against the reference's mean bond
+        lengths and angles and its chirality
+        (:func:`mdcvkit.repair.structure_quality`, the measures of the
+        :class:`~mdcvkit.BondGeometryRepair` report); the reference's own
+        values are the floor. Needs the same atoms in both ensembles and bonds
+        in the topology (guessed, with a warning, where missing).
     n_bootstrap : int, default 100
         Bootstrap replicates; 0 skips the intervals.
     block_length : int, default 1
@@ -552,7 +560,11 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         - with ``paired``: ``paired_mse`` (Å²), mean squared difference of
           aligned coordinates (with ``paired_mse_interval``),
           ``paired_mse_frame`` (Å²) per frame, and ``paired_spearman``, the
-          Spearman correlation of the aligned coordinates (Ojeda-May Table 1).
+          Spearman correlation of the aligned coordinates (Ojeda-May Table 1);
+        - with ``geometry``: ``reference_<measure>`` and ``generated_<measure>``
+          per frame for ``bond_rmsd``, ``bond_max_deviation`` (Å),
+          ``angle_rmsd`` (degrees), ``clashes`` and ``chirality_inversions``
+          (counts), as :func:`mdcvkit.repair.structure_quality`.
 
         Attrs record ``select``, ``reference_frame``, the binning, the TICA
         and the bootstrap settings.
@@ -773,6 +785,25 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                           for _ in range(n_bootstrap)]
             data["paired_mse_interval"] = var("bound", np.percentile(replicates, [tail, 100 - tail]),
                                               f"{100 * confidence:g} % bootstrap interval of the paired MSE", "Å²")
+
+    if geometry:
+        from .repair import structure_quality
+
+        if reference.atoms.n_atoms != generated.atoms.n_atoms or np.any(reference.atoms.names
+                                                                        != generated.atoms.names):
+            raise ValueError(f"geometry=True judges all atoms, but reference has {reference.atoms.n_atoms} and "
+                             f"generated {generated.atoms.n_atoms}, or their names differ; pass ensembles of the "
+                             f"same atoms or geometry=False")
+        for name, ensemble, dim in (("reference", reference, "reference_frame"),
+                                    ("generated", generated, "generated_frame")):
+            current = ensemble.universe.trajectory.ts.frame
+            try:
+                quality = structure_quality(ensemble.atoms, reference=reference.atoms)
+            finally:
+                ensemble.universe.trajectory[current]
+            for measure, values in quality.data_vars.items():
+                data[f"{name}_{measure}"] = var(dim, values.values, f"{values.attrs['long_name']} ({name})",
+                                                values.attrs["units"])
 
     return xr.Dataset(data, coords=coords, attrs={
         "select": select, "reference_frame": reference_frame, "rmsd_bins": bins, "pca_bins": pca_bins,

@@ -29,7 +29,8 @@ from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.guesser.default_guesser import DefaultGuesser
 from scipy.spatial import cKDTree
 
-__all__ = ["BondGeometryRepair", "VDW_RADII", "bonded_terms", "bond_geometry", "chirality", "count_clashes"]
+__all__ = ["BondGeometryRepair", "VDW_RADII", "bonded_terms", "bond_geometry", "chirality", "count_clashes",
+           "structure_quality"]
 
 #: Van der Waals radii (Å) by element (Bondi 1964); the report gives other elements 1.8 Å.
 VDW_RADII = {"H": 1.20, "C": 1.70, "N": 1.55, "O": 1.52, "S": 1.80, "P": 1.80, "SE": 1.90}
@@ -485,6 +486,148 @@ def _kabsch(source, target):
     return rotation, target_centre - source_centre @ rotation.T
 
 
+def _group_bonds(group, positions):
+    """Bonds (local indices, i < j) of the topology in ``group``, guessed from ``positions`` where atoms have none."""
+    index = {int(atom): k for k, atom in enumerate(group.indices)}
+    try:
+        bonds = [(index[a], index[b]) for a, b in group.bonds.indices if a in index and b in index]
+    except NoDataError:
+        bonds = []
+    bonded = np.zeros(group.n_atoms, dtype=bool)
+    bonded[np.asarray(bonds, dtype=np.int64).ravel()] = True
+    if group.n_atoms > 1 and not bonded.all():
+        try:
+            guessed = DefaultGuesser(None).guess_bonds(group, positions.astype(np.float32))
+        except (ValueError, KeyError) as err:
+            raise ValueError(
+                f"atomgroup has {int((~bonded).sum())} of {group.n_atoms} atoms without bonds in its topology "
+                f"and they cannot be guessed ({err}); load a topology with bonds (PSF, PDB with CONECT, ...)"
+            ) from err
+        guessed = [(index[group[a].index], index[group[b].index]) for a, b in guessed]
+        warnings.warn(
+            f"{int((~bonded).sum())} of {group.n_atoms} atoms have no bonds in the topology; guessed "
+            f"{len(guessed)} bonds from the distances of the first target frame", stacklevel=5)
+        bonds = bonds + guessed
+    bonds = np.unique(np.sort(np.asarray(bonds, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
+    if len(bonds) == 0:
+        raise ValueError(
+            f"atomgroup ({group.n_atoms} atoms) has no bonds and none could be guessed from distances; "
+            "load a topology with bonds (PSF, PDB with CONECT, ...)"
+        )
+    return bonds
+
+
+def _trajectory_positions(group, name):
+    """Positions (n_frames, n_atoms, 3) in Å of ``group`` over all frames of its trajectory, checked finite."""
+    frames = np.stack([group.positions.astype(np.float64) for _ in group.universe.trajectory])
+    if not np.isfinite(frames).all():
+        raise ValueError(f"{name} has frames with NaN or infinite coordinates; pass clean frames")
+    return frames
+
+
+class _Measures:
+    """Targets of an AtomGroup's bond graph from reference frames, and the geometry measures of a report.
+
+    ``measures(positions, stage)`` returns ``{name_stage: (values per frame, long_name, units)}``:
+    bond-length RMSD and largest deviation (Å), bond-angle RMSD (degrees), heavy-atom clashes and
+    inverted stereocentres (counts), all against the reference's mean geometry and handedness.
+    """
+
+    def __init__(self, group, reference_positions, masses):
+        elements = _elements(group)
+        self.heavy = elements != "H"
+        self.bonds = _group_bonds(group, reference_positions[0])
+        self.terms = bonded_terms(self.bonds, group.n_atoms, masses, reference_positions)
+        self.angles = self.terms["angles"]
+        self.bond_targets = _distances(reference_positions, self.bonds).mean(axis=0)
+        self.angle_targets = _angles(reference_positions, self.angles).mean(axis=0)
+        self.neighbours = _neighbours(self.bonds, group.n_atoms)
+        self.stereo = _Stereocentres(self.terms["centres"], reference_positions, self.neighbours, ~self.heavy)
+        heavy_index = np.flatnonzero(self.heavy)
+        local = -np.ones(group.n_atoms, dtype=np.int64)
+        local[heavy_index] = np.arange(len(heavy_index))
+        exclusions = local[self.terms["exclusions"]]
+        self.exclusions = exclusions[(exclusions >= 0).all(axis=1)]
+        self.radii = np.array([VDW_RADII.get(e, 1.8) for e in elements[self.heavy]])
+        self.polar = np.isin(elements[self.heavy], ["N", "O"])
+
+    def __call__(self, positions, stage):
+        suffix = f"_{stage}" if stage else ""
+        words = f", {stage}" if stage else ""
+        geometry = bond_geometry(positions, self.bonds, self.angles, self.bond_targets, self.angle_targets)
+        clashes = count_clashes(positions[:, self.heavy], self.radii, self.exclusions, polar=self.polar)
+        return {
+            f"bond_rmsd{suffix}": (geometry["bond_rmsd"], f"bond-length RMSD from target{words}", "Å"),
+            f"bond_max_deviation{suffix}": (geometry["bond_max_deviation"],
+                                            f"largest bond-length deviation from target{words}", "Å"),
+            f"angle_rmsd{suffix}": (geometry["angle_rmsd"], f"bond-angle RMSD from target{words}", "degree"),
+            f"clashes{suffix}": (clashes, f"steric clashes of heavy atoms{words}", "count"),
+            f"chirality_inversions{suffix}": (self.stereo.inverted(positions).sum(axis=1),
+                                              f"inverted stereocentres{words}", "count"),
+        }
+
+
+def _frame_dataset(variables, frames, times):
+    return xr.Dataset(
+        {name: ("frame", values, {"long_name": long_name, "units": units})
+         for name, (values, long_name, units) in variables.items()},
+        coords={"frame": frames, "time": ("frame", times, {"units": "ps"})})
+
+
+def structure_quality(atomgroup, reference=None):
+    """Bond lengths, bond angles, clashes and chirality of every frame, against a reference's geometry.
+
+    The measures of :class:`BondGeometryRepair`'s report, without repairing: use it to
+    judge generated structures, or MD frames (the floor any structure should reach).
+
+    Parameters
+    ----------
+    atomgroup : AtomGroup
+        Atoms to judge over all frames of its Universe. Bonds come from the topology (guessed
+        from distances, with a warning, where atoms have none).
+    reference : AtomGroup, optional
+        The same atoms (count and names) in a trajectory of good structures, e.g. MD: targets
+        are its mean bond lengths and angles over all its frames, and its stereocentres'
+        handedness. Default: the first frame of ``atomgroup``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over ``frame`` (with ``time`` in ps): ``bond_rmsd`` and ``bond_max_deviation`` (Å),
+        ``angle_rmsd`` (degrees), ``clashes`` (heavy-atom pairs, not 1–2, 1–3 or 1–4, closer
+        than the sum of their van der Waals radii less 0.4 Å, hydrogen bonds excepted; counts)
+        and ``chirality_inversions`` (counts). Attribute ``targets``: "reference" or "first frame".
+
+    Raises
+    ------
+    ValueError
+        For a reference with other atoms, frames with NaN, or atoms without bonds that cannot
+        be guessed.
+    """
+    _check_groups(atomgroup, reference)
+    positions = _trajectory_positions(atomgroup, "atomgroup")
+    reference_positions = positions[:1] if reference is None else _trajectory_positions(reference, "reference")
+    masses = np.asarray(atomgroup.masses, dtype=float)
+    measures = _Measures(atomgroup, reference_positions, masses)
+    times = np.array([ts.time for ts in atomgroup.universe.trajectory])
+    report = _frame_dataset(measures(positions, ""), np.arange(len(positions)), times)
+    report.attrs["targets"] = "first frame" if reference is None else "reference"
+    return report
+
+
+def _check_groups(atomgroup, reference):
+    if not isinstance(atomgroup, mda.core.groups.AtomGroup) or atomgroup.n_atoms == 0:
+        raise TypeError(f"atomgroup must be a non-empty MDAnalysis AtomGroup, not {atomgroup!r}")
+    if reference is not None:
+        if not isinstance(reference, mda.core.groups.AtomGroup):
+            raise TypeError(f"reference must be an MDAnalysis AtomGroup or None, not {type(reference).__name__}")
+        if reference.n_atoms != atomgroup.n_atoms or np.any(reference.names != atomgroup.names):
+            raise ValueError(
+                f"reference has {reference.n_atoms} atoms ({list(reference.names[:4])}...) but atomgroup has "
+                f"{atomgroup.n_atoms} ({list(atomgroup.names[:4])}...); pass the same atoms in the same order"
+            )
+
+
 class BondGeometryRepair(AnalysisBase):
     """Repair the bond lengths, bond angles and chirality of every frame of an AtomGroup.
 
@@ -572,16 +715,7 @@ class BondGeometryRepair(AnalysisBase):
 
     def __init__(self, atomgroup, reference=None, *, angles=True, refine=None, tolerance=1e-4, max_iterations=200,
                  forcefield=("amber14-all.xml",), restraint=1000.0, device="cpu"):
-        if not isinstance(atomgroup, mda.core.groups.AtomGroup) or atomgroup.n_atoms == 0:
-            raise TypeError(f"atomgroup must be a non-empty MDAnalysis AtomGroup, not {atomgroup!r}")
-        if reference is not None:
-            if not isinstance(reference, mda.core.groups.AtomGroup):
-                raise TypeError(f"reference must be an MDAnalysis AtomGroup or None, not {type(reference).__name__}")
-            if reference.n_atoms != atomgroup.n_atoms or np.any(reference.names != atomgroup.names):
-                raise ValueError(
-                    f"reference has {reference.n_atoms} atoms ({list(reference.names[:4])}...) but atomgroup has "
-                    f"{atomgroup.n_atoms} ({list(atomgroup.names[:4])}...); pass the same atoms in the same order"
-                )
+        _check_groups(atomgroup, reference)
         if refine is not None and refine not in REFINERS:
             raise ValueError(f"refine={refine!r} is not known; use None or one of {list(REFINERS)}")
         if not np.isfinite(tolerance) or tolerance <= 0:
@@ -623,23 +757,19 @@ class BondGeometryRepair(AnalysisBase):
                 f"frames {self.frames[bad][:10].tolist()} of atomgroup have NaN or infinite coordinates; "
                 "remove them (e.g. run(frames=...)) before repairing"
             )
-        reference_positions, target_source = self._reference_positions(positions)
-        elements = _elements(self._atomgroup)
-        hydrogen = elements == "H"
-        self.bonds = self._bonds(reference_positions[0])
-        terms = bonded_terms(self.bonds, self._atomgroup.n_atoms, self._masses, reference_positions)
-        self.angles = terms["angles"]
+        if self.reference is None:
+            reference_positions, target_source = positions[:1], "first frame"
+        else:
+            reference_positions, target_source = _trajectory_positions(self.reference, "reference"), "reference"
+        measures = _Measures(self._atomgroup, reference_positions, self._masses)
+        self.bonds, self.angles, terms = measures.bonds, measures.angles, measures.terms
         pairs = [self.bonds]
         if self.angles_constrained:
             pairs += [self.angles[:, [0, 2]], terms["planar"]]
         pairs = np.concatenate(pairs)
         targets = _distances(reference_positions, pairs).mean(axis=0)
-        bond_targets = targets[: len(self.bonds)]
-        angle_targets = _angles(reference_positions, self.angles).mean(axis=0)
-        neighbours = _neighbours(self.bonds, self._atomgroup.n_atoms)
-        stereo = _Stereocentres(terms["centres"], reference_positions, neighbours, hydrogen)
-        leaves = _Leaves(self.bonds, neighbours, bond_targets, reference_positions[0])
-        repaired, iterations, converged = self._fast_stage(positions, pairs, targets, stereo, leaves)
+        leaves = _Leaves(self.bonds, measures.neighbours, measures.bond_targets, reference_positions[0])
+        repaired, iterations, converged = self._fast_stage(positions, pairs, targets, measures.stereo, leaves)
         if not converged.all():
             warnings.warn(
                 f"the projection did not converge to tolerance={self.tolerance} Å in max_iterations="
@@ -647,15 +777,20 @@ class BondGeometryRepair(AnalysisBase):
                 "raise max_iterations or tolerance", stacklevel=2)
         energies = {}
         if self.refine == "openmm":
-            repaired, energies = self._refine_openmm(positions, repaired, ~hydrogen)
+            repaired, energies = self._refine_openmm(positions, repaired, measures.heavy)
         self.results.positions = repaired
         self.results.universe = self._universe(repaired)
-        self.results.report = self._report(positions, repaired, stereo, terms, bond_targets, angle_targets,
-                                           elements, energies)
+        variables = {**measures(positions, "before"), **measures(repaired, "after")}
+        displacement = np.sqrt(((repaired - positions)[:, measures.heavy] ** 2).sum(-1).mean(axis=1))
+        variables["heavy_atom_displacement"] = (displacement, "RMS displacement of heavy atoms", "Å")
+        for stage, values in energies.items():
+            variables[f"energy_{stage}"] = (values, f"potential energy ({', '.join(self.forcefield)}), {stage}",
+                                            "kJ/mol")
+        self.results.report = _frame_dataset(variables, self.frames, self._times)
         self.results.report.attrs.update(
             targets=target_source, iterations=iterations, converged=bool(converged.all()),
             n_bonds=len(self.bonds), n_angles=len(self.angles), n_planar_pairs=len(terms["planar"]),
-            n_stereocentres=len(stereo.centres))
+            n_stereocentres=len(measures.stereo.centres))
 
     def _fast_stage(self, positions, pairs, targets, stereo, leaves):
         """Projection of all frames with chirality restoration; returns positions, sweeps and converged frames.
@@ -689,81 +824,10 @@ class BondGeometryRepair(AnalysisBase):
                           "check those frames", stacklevel=3)
         return repaired, iterations, converged
 
-    def _reference_positions(self, positions):
-        if self.reference is None:
-            return positions[:1], "first frame"
-        trajectory = self.reference.universe.trajectory
-        frames = np.stack([self.reference.positions.astype(np.float64) for _ in trajectory])
-        if not np.isfinite(frames).all():
-            raise ValueError("reference has frames with NaN or infinite coordinates; pass a clean reference")
-        return frames, "reference"
-
-    def _bonds(self, positions):
-        """Bonds of the topology inside the atomgroup, guessed from ``positions`` where atoms have none."""
-        group = self._atomgroup
-        index = {int(atom): k for k, atom in enumerate(group.indices)}
-        try:
-            bonds = [(index[a], index[b]) for a, b in group.bonds.indices if a in index and b in index]
-        except NoDataError:
-            bonds = []
-        bonded = np.zeros(group.n_atoms, dtype=bool)
-        bonded[np.asarray(bonds, dtype=np.int64).ravel()] = True
-        if group.n_atoms > 1 and not bonded.all():
-            try:
-                guessed = DefaultGuesser(None).guess_bonds(group, positions.astype(np.float32))
-            except (ValueError, KeyError) as err:
-                raise ValueError(
-                    f"atomgroup has {int((~bonded).sum())} of {group.n_atoms} atoms without bonds in its topology "
-                    f"and they cannot be guessed ({err}); load a topology with bonds (PSF, PDB with CONECT, ...)"
-                ) from err
-            guessed = [(index[group[a].index], index[group[b].index]) for a, b in guessed]
-            warnings.warn(
-                f"{int((~bonded).sum())} of {group.n_atoms} atoms have no bonds in the topology; guessed "
-                f"{len(guessed)} bonds from the distances of the first target frame", stacklevel=4)
-            bonds = bonds + guessed
-        bonds = np.unique(np.sort(np.asarray(bonds, dtype=np.int64).reshape(-1, 2), axis=1), axis=0)
-        if len(bonds) == 0:
-            raise ValueError(
-                f"atomgroup ({group.n_atoms} atoms) has no bonds and none could be guessed from distances; "
-                "load a topology with bonds (PSF, PDB with CONECT, ...)"
-            )
-        return bonds
-
     def _universe(self, positions):
         universe = mda.Merge(self._atomgroup)
         universe.load_new(positions.astype(np.float32), format=MemoryReader)
         return universe
-
-    def _report(self, before, after, stereo, terms, bond_targets, angle_targets, elements, energies):
-        heavy = elements != "H"
-        heavy_index = np.flatnonzero(heavy)
-        local = -np.ones(len(elements), dtype=np.int64)
-        local[heavy_index] = np.arange(len(heavy_index))
-        exclusions = local[terms["exclusions"]]
-        exclusions = exclusions[(exclusions >= 0).all(axis=1)]
-        radii = np.array([VDW_RADII.get(e, 1.8) for e in elements[heavy]])
-        polar = np.isin(elements[heavy], ["N", "O"])
-        variables = {}
-        for stage, positions in (("before", before), ("after", after)):
-            geometry = bond_geometry(positions, self.bonds, self.angles, bond_targets, angle_targets)
-            variables[f"bond_rmsd_{stage}"] = (geometry["bond_rmsd"], f"bond-length RMSD from target, {stage}", "Å")
-            variables[f"bond_max_deviation_{stage}"] = (geometry["bond_max_deviation"],
-                                                        f"largest bond-length deviation from target, {stage}", "Å")
-            variables[f"angle_rmsd_{stage}"] = (geometry["angle_rmsd"], f"bond-angle RMSD from target, {stage}",
-                                                "degree")
-            variables[f"clashes_{stage}"] = (count_clashes(positions[:, heavy], radii, exclusions, polar=polar),
-                                             f"steric clashes of heavy atoms, {stage}", "count")
-            variables[f"chirality_inversions_{stage}"] = (stereo.inverted(positions).sum(axis=1),
-                                                          f"inverted stereocentres, {stage}", "count")
-        displacement = np.sqrt(((after - before)[:, heavy] ** 2).sum(-1).mean(axis=1))
-        variables["heavy_atom_displacement"] = (displacement, "RMS displacement of heavy atoms", "Å")
-        for stage, values in energies.items():
-            variables[f"energy_{stage}"] = (values, f"potential energy ({', '.join(self.forcefield)}), {stage}",
-                                            "kJ/mol")
-        return xr.Dataset(
-            {name: ("frame", values, {"long_name": long_name, "units": units})
-             for name, (values, long_name, units) in variables.items()},
-            coords={"frame": self.frames, "time": ("frame", self._times, {"units": "ps"})})
 
     def _refine_openmm(self, before, projected, heavy):
         """Restrained minimisation of every frame; returns positions (Å) and energies (kJ/mol) before and after."""

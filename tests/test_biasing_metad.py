@@ -34,11 +34,8 @@ FRAME_STEPS = 2500  # 10 ps between the frames of the unbiased and metadynamics 
 
 
 def vacuum_system():
-    pdb = app.PDBFile(str(PDB))
-    system = app.ForceField("amber99sbildn.xml").createSystem(
-        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=4 * unit.amu
-    )
-    return pdb, system
+    """The system of make_data.py (``mk.datasets.alanine_dipeptide_system``), started from ala2.pdb."""
+    return app.PDBFile(str(PDB)), mk.datasets.alanine_dipeptide_system("vacuum").system
 
 
 def langevin(seed):

@@ -407,3 +407,21 @@ def test_paired_needs_frames_one_to_one(adk, alanine):
                                          "generated 100"):
         compare_ensembles(_ensemble(universe.atoms, positions), _ensemble(universe.atoms, positions[:100]),
                           select="not name H*", paired=True)
+
+
+def test_geometry_judges_noisy_frames_against_the_md_floor(adk):
+    """AdK (PSF bonds): MD frames are the floor; Gaussian noise of 0.2 Å stretches bonds and inverts centres."""
+    positions = adk.trajectory.timeseries(order="fac")[:10]
+    noisy = _ensemble(adk.atoms, positions + np.random.default_rng(0).normal(0, 0.2, positions.shape))
+    ds = compare_ensembles(adk, noisy, geometry=True, dihedrals=False, distances=False, tica_lag=None,
+                           n_bootstrap=0)
+    assert ds.reference_bond_rmsd.dims == ("reference_frame",) and ds.generated_bond_rmsd.sizes == {
+        "generated_frame": 10}
+    assert ds.reference_bond_rmsd.attrs["units"] == "Å" and ds.generated_angle_rmsd.attrs["units"] == "degree"
+    assert int(ds.reference_chirality_inversions.sum()) == 0
+    assert float(ds.generated_bond_rmsd.min()) > 3 * float(ds.reference_bond_rmsd.max())
+    assert int(ds.generated_chirality_inversions.min()) > 0
+    assert float(ds.generated_clashes.mean()) > float(ds.reference_clashes.mean())
+    with pytest.raises(ValueError, match="geometry=True judges all atoms"):
+        heavy = adk.select_atoms("not name H*")
+        compare_ensembles(adk, _ensemble(heavy, positions[:, heavy.indices]), geometry=True, n_bootstrap=0)

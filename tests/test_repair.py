@@ -338,3 +338,33 @@ def test_adenylate_kinase_openmm_refinement(adk, tmp_path):
     assert int(report.clashes_after[0]) == 0
     assert float(report.energy_after[0]) <= float(md_energies.max())
     assert float(report.energy_before[0]) > 10 * abs(float(md_energies.max()))
+
+
+def test_structure_quality_of_md_and_of_noisy_frames(ala2, ala2_repaired):
+    md, truth = ala2
+    repair, generated, _, noisy = ala2_repaired
+    floor = mk.repair.structure_quality(md.atoms, reference=md.atoms)
+    assert floor.attrs["targets"] == "reference" and floor.sizes == {"frame": len(truth)}
+    assert int(floor.chirality_inversions.sum()) == 0
+    assert float(floor.bond_rmsd.max()) < 0.05  # thermal bond fluctuations (constrained X-H, stiff heavy bonds)
+    judged = mk.repair.structure_quality(generated.atoms, reference=md.atoms)
+    report = repair.results.report
+    # the same measures as the repair report's "before" columns
+    for name in ("bond_rmsd", "bond_max_deviation", "angle_rmsd", "clashes", "chirality_inversions"):
+        np.testing.assert_allclose(judged[name].values, report[f"{name}_before"].values, rtol=1e-10)
+        assert judged[name].attrs["units"] == report[f"{name}_before"].attrs["units"]
+
+
+def test_structure_quality_counts_a_mirror_image(ala2):
+    md, truth = ala2
+    mirror = in_memory(md.atoms, truth[:5] * np.array([-1.0, 1.0, 1.0]))
+    quality = mk.repair.structure_quality(mirror.atoms, reference=md.atoms)
+    assert np.all(quality.chirality_inversions.values == 4)  # every stereocentre
+    np.testing.assert_allclose(quality.bond_rmsd.values, floor_bonds(md, truth[:5]), rtol=1e-6)
+    with pytest.raises(ValueError, match="pass the same atoms in the same order"):
+        mk.repair.structure_quality(mirror.atoms[:5], reference=md.atoms)
+
+
+def floor_bonds(md, frames):
+    """Bond RMSD of unreflected frames (a reflection keeps every length)."""
+    return mk.repair.structure_quality(in_memory(md.atoms, frames).atoms, reference=md.atoms).bond_rmsd.values
