@@ -5,9 +5,9 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_bias.py            # about five minutes on two busy cores
     .venv/bin/python benchmarks/bench_bias.py --quick    # a smoke run
 
-What it measures, on vacuum alanine dipeptide as in ``data/alanine_dipeptide/make_data.py``
-(22 atoms, AMBER99SB-ILDN, no cutoff, X-H bonds constrained, hydrogen mass 4 amu,
-LangevinMiddle 4 fs, 300 K):
+What it measures, on alanine dipeptide in vacuum and in OBC implicit solvent as the shipped
+data were made (``mk.datasets.alanine_dipeptide_system``: 22 atoms, AMBER99SB-ILDN, no cutoff,
+X-H bonds constrained, hydrogen mass 4 amu, LangevinMiddle 4 fs, 300 K), for each solvent:
 
 * the fastest OpenMM platform for this size (Reference vs CPU, measured);
 * ns/day of the unbiased run and of a harmonic restraint on a 2-D CV learned by
@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import openmm
 import openmm.app as app
-import openmm.unit as unit
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +59,6 @@ from mdcvkit.biasing import (  # noqa: E402
     step,
 )
 
-PDB = ROOT / "data" / "alanine_dipeptide" / "ala2.pdb"
 TIMESTEP = 0.004  # ps, with hydrogen mass repartitioning as in make_data.py
 HARMONIC = "0.5*k*((cv0-c0)^2+(cv1-c1)^2)"
 
@@ -81,20 +79,6 @@ def train_autoencoders(step_frames, max_epochs):
     }
 
 
-def alanine(constraints=app.HBonds):
-    pdb = app.PDBFile(str(PDB))
-    system = app.ForceField("amber99sbildn.xml").createSystem(
-        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraints,
-        hydrogenMass=4 * unit.amu if constraints is not None else None)  # fmt: skip
-    return pdb.topology, system, np.array(pdb.positions.value_in_unit(unit.nanometer))
-
-
-def langevin(seed=1):
-    integrator = openmm.LangevinMiddleIntegrator(300, 1.0, TIMESTEP)
-    integrator.setRandomNumberSeed(seed)
-    return integrator
-
-
 def time_steps(context, n_steps, repeats=3, biases=()):
     """Best of ``repeats`` timings of ``n_steps`` steps, seconds per step (``step`` drives the biases)."""
     step(context, max(10, n_steps // 20), biases)
@@ -106,10 +90,11 @@ def time_steps(context, n_steps, repeats=3, biases=()):
     return best
 
 
-def make_context(system, positions, platform_name):
-    context = openmm.Context(system, langevin(), openmm.Platform.getPlatformByName(platform_name))
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(300, 1)
+def make_context(setup, system, platform_name):
+    """Context of ``system`` (``setup.system`` or a biased copy) with the setup's integrator, at its start."""
+    context = openmm.Context(system, setup.integrator(), openmm.Platform.getPlatformByName(platform_name))
+    context.setPositions(setup.positions)
+    context.setVelocitiesToTemperature(setup.temperature, 1)
     return context
 
 
@@ -124,7 +109,8 @@ def restraint(cv, particles, positions):
 
 
 def energy_drift(cv, particles, biased, n_steps):
-    _, system, positions = alanine(constraints=None)
+    setup = mk.datasets.alanine_dipeptide_system("vacuum", constraints=False)
+    system, positions = setup.system, setup.positions
     if biased:
         add_cv_bias(system, cv, HARMONIC, positions, particles=particles, route="python",
                     parameters=restraint(cv, particles, positions))  # fmt: skip
@@ -156,35 +142,22 @@ def cv_evaluation_time(cv, particles, positions, n_calls):
     return best
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000, help="timed steps of the python route (default 2000)")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    args = parser.parse_args()
-    n_steps = 200 if args.quick else args.steps
-    torch.set_num_threads(1)
-
-    topology, system, positions = alanine()
-    print(f"# bench_bias: OpenMM {openmm.__version__}, torch {torch.__version__}, {platform.processor() or ''}")
-    print(f"# alanine dipeptide, vacuum, 22 atoms, HMR, LangevinMiddle {TIMESTEP * 1000:g} fs; "
-          f"{n_steps} steps per python-route timing, 10x that for compiled ones (best of 3)")  # fmt: skip
+def throughput(setup, cvs, n_steps, solvent):
+    """Print the platform timings and the throughput table of one solvent; return {run: s/step}."""
+    system, positions = setup.system, setup.positions
 
     def simulation(name):
-        sim = app.Simulation(topology, system, langevin(), openmm.Platform.getPlatformByName(name))
+        sim = app.Simulation(setup.topology, system, setup.integrator(), openmm.Platform.getPlatformByName(name))
         sim.context.setPositions(positions)
         return sim
 
     best, platform_timings = fastest_platform(simulation, n_steps=max(100, n_steps // 4))
-    print("\n## platform (unbiased)")
+    print(f"\n## {solvent}: platform (unbiased)")
     for name, t in platform_timings.items():
         print(f"{name:10s} {t * 1e6:9.1f} us/step  {ns_per_day(t):8.1f} ns/day")
     print(f"fastest: {best}")
 
-    start = time.perf_counter()
-    cvs = train_autoencoders(step_frames=50 if args.quick else 20, max_epochs=20 if args.quick else 100)
-    print(f"\n(two 2-D AEs trained on the shipped implicit-solvent frames in {time.perf_counter() - start:.0f} s)")
-
-    base = time_steps(make_context(system, positions, best), n_steps * 10)
+    base = time_steps(make_context(setup, system, best), n_steps * 10)
     rows = [("unbiased", base)]
     for label, kind, route in (("distances AE, expression route", "distances", "expression"),
                                ("distances AE, python route", "distances, fitted", "python"),
@@ -195,7 +168,7 @@ def main():
                            parameters=restraint(cv, particles, positions))  # fmt: skip
         assert bias.route == route
         steps = n_steps * 10 if route == "expression" else n_steps
-        rows.append((label, time_steps(make_context(biased, positions, best), steps, biases=[bias])))
+        rows.append((label, time_steps(make_context(setup, biased, best), steps, biases=[bias])))
 
     for label, kind, route in (("eABF 2-D, distances AE, expression", "distances", "expression"),
                                ("eABF 2-D, aligned AE, python", "aligned", "python")):  # fmt: skip
@@ -203,7 +176,7 @@ def main():
         xi0 = evaluate_cv(cv, positions[particles] * 10)[0]
         grid = Grid(xi0 - 3.0, xi0 + 3.0, [30, 30])
         eabf = ExtendedABF(system, positions, cv, grid, kappa=2.494 / 0.1**2, temperature=300, route=route,
-                           particles=particles, integrator=langevin(), platform=best, sample_frequency=10,
+                           particles=particles, integrator=setup.integrator(), platform=best, sample_frequency=10,
                            update_frequency=100, seed=1)  # fmt: skip
         steps = n_steps * 10 if route == "expression" else n_steps
         eabf.run(steps // 10)
@@ -211,15 +184,37 @@ def main():
         eabf.run(steps)
         rows.append((label, (time.perf_counter() - start) / steps))
 
-    print(f"\n## throughput on {best} (ratio = biased / unbiased ns/day; goal >= 0.5)")
+    print(f"\n## {solvent}: throughput on {best} (ratio = biased / unbiased ns/day; goal >= 0.5)")
     print(f"{'run':36s} {'us/step':>9s} {'ns/day':>9s} {'ratio':>7s}")
     for name, t in rows:
         print(f"{name:36s} {t * 1e6:9.1f} {ns_per_day(t):9.0f} {base / t:7.3f}")
+    return dict(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000, help="timed steps of the python route (default 2000)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args()
+    n_steps = 200 if args.quick else args.steps
+    torch.set_num_threads(1)
+
+    print(f"# bench_bias: OpenMM {openmm.__version__}, torch {torch.__version__}, {platform.processor() or ''}")
+    print(f"# alanine dipeptide, 22 atoms, HMR, LangevinMiddle {TIMESTEP * 1000:g} fs; "
+          f"{n_steps} steps per python-route timing, 10x that for compiled ones (best of 3)")  # fmt: skip
+    start = time.perf_counter()
+    cvs = train_autoencoders(step_frames=50 if args.quick else 20, max_epochs=20 if args.quick else 100)
+    print(f"(two 2-D AEs trained on the shipped implicit-solvent frames in {time.perf_counter() - start:.0f} s)")
+    bases = {}
+    for solvent in ("vacuum", "implicit"):
+        setup = mk.datasets.alanine_dipeptide_system(solvent)
+        bases[solvent] = throughput(setup, cvs, n_steps, solvent)
 
     cv, particles = cvs["aligned"]
-    cv_time = cv_evaluation_time(cv, particles, positions, n_steps)
-    python_total = dict(rows)["aligned AE, python route"]
-    print("\n## python route (aligned AE), cost split per step")
+    cv_time = cv_evaluation_time(cv, particles, mk.datasets.alanine_dipeptide_system().positions, n_steps)
+    python_total = bases["vacuum"]["aligned AE, python route"]
+    base = bases["vacuum"]["unbiased"]
+    print("\n## python route (aligned AE, vacuum), cost split per step")
     print(f"OpenMM step (unbiased)               {base * 1e6:9.1f} us  {base / python_total:6.1%}")
     print(f"CV forward + backward (torch)        {cv_time * 1e6:9.1f} us  {cv_time / python_total:6.1%}")
     rest = python_total - base - cv_time

@@ -8,6 +8,7 @@ import openmm.app as app
 import pytest
 import torch
 
+import mdcvkit as mk
 from mdcvkit import systems
 from mdcvkit.biasing import DescriptorCV, ExtendedABF, Grid, Torsion
 
@@ -239,8 +240,46 @@ def test_frequencies_and_mass_checked(toy):
 
 def test_unsupported_per_particle_force(toy):
     system = openmm.XmlSerializer.clone(toy.system)
-    gb = openmm.GBSAOBCForce()
-    gb.addParticle(0.0, 0.15, 1.0)
+    gb = openmm.CustomGBForce()
+    gb.addParticle([])
     system.addForce(gb)
-    with pytest.raises(ValueError, match="holds a GBSAOBCForce, to which ExtendedABF cannot add"):
+    with pytest.raises(ValueError, match="holds a CustomGBForce, to which ExtendedABF cannot add"):
         ExtendedABF(system, toy.positions, toy.cv("x1"), (-2, 2, 40), 25.0, toy.temperature)
+
+
+
+def test_lambda_particle_is_inert_in_obc_implicit_solvent():
+    """The λ particle, parked far away, changes neither the energy differences nor the forces of the molecule."""
+    from mdcvkit.biasing.extended import PARKING, extended_system
+
+    setup = mk.datasets.alanine_dipeptide_system("implicit")
+    extended, park = extended_system(setup.system, 10.0)
+    assert park == PARKING
+
+    def energy_forces(system, positions):
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        state = context.getState(getEnergy=True, getForces=True)
+        return state.getPotentialEnergy()._value, state.getForces(asNumpy=True)._value
+
+    plain, plain_forces = energy_forces(setup.system, setup.positions)
+    offsets = []
+    for lam in ([0.3, 0.0, park], [-2.0, 0.5, park]):
+        energy, forces = energy_forces(extended, np.vstack([setup.positions, lam]))
+        np.testing.assert_allclose(forces[:-1], plain_forces, rtol=1e-9, atol=1e-9)
+        assert np.abs(forces[-1]).max() < 1e-9
+        offsets.append(energy - plain)
+    assert offsets[0] == pytest.approx(offsets[1], abs=1e-9)  # a constant self-energy of the dummy
+
+
+def test_alanine_phi_in_implicit_solvent_smoke():
+    setup = mk.datasets.alanine_dipeptide_system("implicit")
+    cv = DescriptorCV([Torsion(4, 6, 8, 14, trig=False)], names=["phi"])
+    eabf = ExtendedABF(setup.system, setup.positions, cv, Grid(-np.pi, np.pi, 36, periodic=True, names=["phi"]),
+                       kappa=2.494 / 0.1**2, temperature=300, integrator=setup.integrator(1), seed=0,
+                       update_frequency=50)  # fmt: skip
+    eabf.run(500)
+    samples = eabf.results.samples
+    assert np.all(np.isfinite(samples.xi.values)) and np.all(np.isfinite(samples.lam.values))
+    delta = np.angle(np.exp(1j * (samples.xi.values - samples.lam.values)))
+    assert np.abs(delta).max() < 0.6

@@ -218,7 +218,7 @@ class ExtendedABF:
         if not np.isfinite(self.lambda_mass) or self.lambda_mass <= 0:
             raise ValueError(f"lambda_mass={lambda_mass!r} must be a positive mass in amu")
 
-        self.system = extended_system(system, self.lambda_mass)
+        self.system, self._park = extended_system(system, self.lambda_mass)
         self.lambda_index = self.system.getNumParticles() - 1
         self._add_coupling(route)
         self.integrator = self._integrator(integrator)
@@ -231,6 +231,7 @@ class ExtendedABF:
         )
         extended = np.vstack([positions, np.zeros((1, 3))])
         extended[-1, :n_cv] = xi0
+        extended[-1, 2] = self._park
         self.context.setPositions(extended)
         self.context.setVelocitiesToTemperature(self.temperature, _seed(seed))
 
@@ -280,7 +281,7 @@ class ExtendedABF:
         self.system.addForce(self.coupling)
         if self.updater is not None:
             self.updater.bias = self.coupling
-        self.system.addForce(lambda_restraint(n_cv, float(np.max(self.kappa)), self.lambda_index))
+        self.system.addForce(lambda_restraint(n_cv, float(np.max(self.kappa)), self.lambda_index, self._park))
 
     def _integrator(self, integrator):
         if integrator is None:

@@ -2,7 +2,10 @@
 
 Up to two extended variables λ_d are the x (and y) coordinates of one dummy
 particle added to a copy of the System (zero charge and Lennard-Jones depth
-in a NonbondedForce); its unused coordinates are held near 0. One
+in a NonbondedForce; zero charge and a 1e-3 descreening scale in OBC implicit
+solvent, ``GBSAOBCForce``); its unused coordinates are held near 0, and z near
+:data:`PARKING` nm where implicit solvent would otherwise let the dummy's
+Born radius, and with it a surface-area energy, depend on where λ is. One
 :class:`openmm.CustomCVForce` holds the CV components ``cv{d}`` (from any bias
 route), the λ coordinates ``lam{d}``, the coupling ``κ_d/2 (cv_d - λ_d)²``
 (minimum image along periodic components), harmonic walls of constant κ_d on
@@ -17,9 +20,16 @@ __all__ = ["extended_system", "coupling_force", "lambda_restraint", "abf_table",
 
 _AXIS = "xyz"
 #: forces that need an entry for every particle, and how the λ particle is added to them
-_PER_PARTICLE = {"NonbondedForce": lambda force: force.addParticle(0.0, 0.1, 0.0)}
+_PER_PARTICLE = {
+    "NonbondedForce": lambda force: force.addParticle(0.0, 0.1, 0.0),  # charge, sigma (nm), epsilon
+    "GBSAOBCForce": lambda force: force.addParticle(0.0, 0.1, 1e-3),  # charge, radius (nm), descreening scale
+}
+#: per-particle forces whose λ entry must sit far from the molecule (non-periodic implicit solvent)
+_PARKED = ("GBSAOBCForce",)
+#: z (nm) of the λ particle in systems with a force of ``_PARKED``: its descreening by the molecule
+#: (~ (radius / distance)^4) and so any energy or force through it are then below 1e-20 of their scale
+PARKING = 1.0e4
 _UNSUPPORTED = (
-    "GBSAOBCForce",
     "CustomGBForce",
     "CustomNonbondedForce",
     "AmoebaMultipoleForce",
@@ -40,12 +50,15 @@ def extended_system(system, mass):
     Returns
     -------
     openmm.System
+    float
+        z (nm) at which the λ particle must be held: :data:`PARKING` for OBC implicit
+        solvent, else 0.
 
     Raises
     ------
     ValueError
         If the system holds a per-particle force the λ particle cannot join harmlessly
-        (implicit solvent, custom non-bonded forces, AMOEBA).
+        (custom GB or non-bonded forces, AMOEBA).
     """
     system = openmm.XmlSerializer.clone(system)
     for force in system.getForces():
@@ -57,11 +70,17 @@ def extended_system(system, mass):
                 f"(e.g. vacuum or explicit solvent)"
             )
     system.addParticle(float(mass))
+    park = 0.0
     for force in system.getForces():
         add = _PER_PARTICLE.get(type(force).__name__)
         if add is not None:
             add(force)
-    return system
+        if type(force).__name__ in _PARKED:
+            if force.getNonbondedMethod() not in (force.NoCutoff, force.CutoffNonPeriodic):
+                raise ValueError("ExtendedABF supports OBC implicit solvent only without periodic boundaries; "
+                                 "build the system with nonbondedMethod=NoCutoff or CutoffNonPeriodic")
+            park = PARKING
+    return system, park
 
 
 def coupling_force(grid, kappa, forces, definitions, lambda_index):
@@ -111,9 +130,9 @@ def coupling_force(grid, kappa, forces, definitions, lambda_index):
     return coupling
 
 
-def lambda_restraint(n_cv, stiffness, lambda_index):
-    """Harmonic restraint ``stiffness/2 (coordinate)²`` on the λ particle's unused coordinates."""
-    unused = "+".join(f"{a}^2" for a in _AXIS[n_cv:])
+def lambda_restraint(n_cv, stiffness, lambda_index, park=0.0):
+    """Harmonic restraint ``stiffness/2 (coordinate)²`` on the λ particle's unused coordinates, z about ``park``."""
+    unused = "+".join(f"({a}-{float(park)!r})^2" if a == "z" and park else f"{a}^2" for a in _AXIS[n_cv:])
     restraint = openmm.CustomExternalForce(f"0.5*{float(stiffness)!r}*({unused})")
     restraint.addParticle(int(lambda_index), [])
     restraint.setName("mdcvkit eABF lambda restraint")
