@@ -1,0 +1,204 @@
+"""Wall time of one FEBILAE iteration on vacuum alanine dipeptide, split by stage.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_iterative.py            # about four minutes on two busy cores
+    .venv/bin/python benchmarks/bench_iterative.py --quick    # a smoke run
+
+What it times: ``mk.biasing.IterativeCVLearning`` with the settings of the alanine-dipeptide
+section of ``tutorials/05_iterative_learning.ipynb`` (vacuum, AMBER99SB-ILDN, no cutoff,
+HBond constraints, hydrogen mass 4 amu, LangevinMiddle 300 K 1/ps 4 fs, Reference platform;
+the 25 distances between heavy atoms three or more bonds apart; a 25-40-2-40-25 tanh
+autoencoder; 2-D eABF on a 15 x 15 grid widened by half its span on each side, κ = 40 kJ/mol per
+(CV spread)², full ABF force after 20 samples; ``--steps`` steps per iteration, a frame every
+``--sample-frequency`` steps; 100 epochs at most, patience 10; a 10-sample bootstrap
+threshold). Iteration 0 (unbiased sampling and the first training) is run and timed for
+reference; then one biased iteration is taken apart into the stages ``run()`` chains:
+
+* eABF set-up: the extended System and the OpenMM Context with the CV compiled into a
+  CustomCVForce expression (an eABF run of 0 steps and one force evaluation);
+* eABF sampling: the eABF run of ``--steps`` steps along the previous CV (the same run
+  again, minus the set-up), CZAR's final estimate included;
+* featurisation: the distances of the stored frames;
+* weights: ``eabf_log_weights`` (CZAR free energy and histogram of the sampled CV) and the ESS;
+* training: a fresh autoencoder on the weighted frames;
+* bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
+* bookkeeping: regscore against the previous CV, the score against (φ, ψ), the reweighted PMF
+  and the next grid.
+
+Then the per-step cost of the two routes a learned CV can take into OpenMM, on the same
+system: the unbiased step, the compiled expression route (distance features, as above) and
+the Python route (aligned heavy-atom coordinates, 30-40-2, PythonForce with a torch forward
+and backward pass per step), each as a harmonic bias on a freshly initialised CV.
+
+Timings depend on the machine and its load; compare stages from the same run.
+"""
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as unit
+import torch
+from scipy.sparse.csgraph import shortest_path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _common import print_table  # noqa: E402
+
+import mdcvkit as mk  # noqa: E402
+from mdcvkit.analysis import CollectiveVariable  # noqa: E402
+from mdcvkit.biasing import IterativeCVLearning, add_cv_bias  # noqa: E402
+from mdcvkit.biasing.iterative import _ess, _ScaledCV, eabf_log_weights  # noqa: E402
+from mdcvkit.features import AlignedPositions, PairwiseDistances, dihedral_angles  # noqa: E402
+from mdcvkit.metrics import regscore, regscore_threshold  # noqa: E402
+from mdcvkit.models import AutoEncoder  # noqa: E402
+from mdcvkit.training import Trainer  # noqa: E402
+
+DATA = ROOT / "data" / "alanine_dipeptide"
+PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
+
+
+def vacuum_alanine():
+    """System, C7eq start (Å), heavy-atom indices and distance pairs, (sin, cos)(φ, ψ) reference."""
+    pdb = app.PDBFile(str(DATA / "ala2_start.pdb"))
+    system = app.ForceField("amber99sbildn.xml").createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=4 * unit.amu
+    )
+    atoms = list(pdb.topology.atoms())
+    heavy = [a.index for a in atoms if a.element.symbol != "H"]
+    adjacency = np.zeros((len(atoms), len(atoms)))
+    for a, b in pdb.topology.bonds():
+        adjacency[a.index, b.index] = adjacency[b.index, a.index] = 1
+    hops = shortest_path(adjacency, unweighted=True)[np.ix_(heavy, heavy)]
+    pairs = [(i, j) for i in range(len(heavy)) for j in range(i + 1, len(heavy)) if hops[i, j] >= 3]
+    dihedrals = torch.tensor([[heavy.index(k) for k in q] for q in (PHI, PSI)])
+
+    def sincos(positions):
+        angles = dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy()
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    start = mk.datasets.alanine_dipeptide("vacuum").atoms.positions  # Å, first frame: C7eq
+    return system, start, heavy, pairs, sincos
+
+
+def langevin():
+    return openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 4 * unit.femtosecond)
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    out = function(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def per_step(system, start_nm, n_steps, cv=None, particles=None, route=None):
+    """Seconds per step of a LangevinMiddle run, unbiased or with a harmonic bias on ``cv``."""
+    system = openmm.XmlSerializer.clone(system)
+    if cv is not None:
+        add_cv_bias(system, cv, "50*(cv0^2+cv1^2)", start_nm, particles=particles, route=route)
+    context = openmm.Context(system, langevin(), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(start_nm)
+    context.setVelocitiesToTemperature(300, 1)
+    context.getIntegrator().step(20)
+    _, seconds = timed(context.getIntegrator().step, n_steps)
+    return seconds / n_steps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=250_000, help="steps per iteration (default 250,000: 1 ns)")
+    parser.add_argument("--sample-frequency", type=int, default=10, help="steps between frames (default 10)")
+    parser.add_argument("--route-steps", type=int, default=3000, help="steps per route timing (default 3000)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    args = parser.parse_args()
+    steps, route_steps = (5000, 300) if args.quick else (args.steps, args.route_steps)
+    hidden, epochs = ((8,), 10) if args.quick else ((40,), 100)
+    torch.set_num_threads(1)
+    system, start, heavy, pairs, sincos = vacuum_alanine()
+    featurizer = PairwiseDistances(len(heavy), pairs)
+    loop = IterativeCVLearning(system, featurizer, particles=heavy, positions=start / 10, temperature=300,
+                               integrator=langevin(), n_cv=2, hidden=hidden, steps_per_iteration=steps,
+                               sample_frequency=args.sample_frequency, n_bins=15, grid_margin=0.5, kappa=40.0,
+                               full_samples=20, reference=sincos,
+                               trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip
+    print(f"# bench_iterative: OpenMM {openmm.__version__}, torch {torch.__version__}, "
+          f"{platform.node()} {platform.processor() or ''}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+    print(f"# vacuum alanine dipeptide, {featurizer.n_features} distances, {featurizer.n_features}-"
+          f"{'-'.join(map(str, hidden))}-2 encoder, {steps:,} steps ({steps * 0.004:g} ps) per iteration, "
+          f"a frame every {args.sample_frequency} steps")  # fmt: skip
+
+    # iteration 0, for reference
+    positions0, t_unbiased = timed(loop._sample_unbiased, 0)
+    cv0, t_train0 = timed(loop._train, loop._features(positions0), None, 0)
+
+    # iteration 1, stage by stage, as IterativeCVLearning._iteration chains them
+    grid = loop._grid(cv0, positions0)
+
+    def set_up():  # OpenMM compiles the CV expression at the first force evaluation, not in the constructor
+        loop._eabf(cv0, grid, 0, 1).context.getState(getForces=True)
+
+    _, t_setup = timed(set_up)
+    eabf, t_eabf = timed(loop._eabf, cv0, grid, steps, 1)
+    positions = eabf.results.samples.positions.values
+    features, t_features = timed(loop._features, positions)
+    start_weights = time.perf_counter()
+    log_w = eabf_log_weights(eabf)
+    ess = _ess(log_w)
+    t_weights = time.perf_counter() - start_weights
+    cv1, t_train = timed(loop._train, features, log_w, 1)
+
+    def fit_cv(indices):
+        model = cv1 if indices is None else loop._train(features, log_w, 1, indices)
+        with torch.no_grad():
+            return model(torch.as_tensor(positions, dtype=torch.float32)).numpy()
+
+    (threshold, _), t_bootstrap = timed(regscore_threshold, fit_cv, len(positions), n_bootstrap=10, seed=1)
+    start_rest = time.perf_counter()
+    with torch.no_grad():
+        x = torch.as_tensor(positions, dtype=torch.float32)
+        score = regscore(cv0(x).numpy(), cv1(x).numpy())
+        reference = regscore(cv1(x).numpy(), sincos(positions))
+    next_grid = loop._grid(cv1, positions)
+    loop._pmf(cv1, positions, log_w, next_grid)
+    t_rest = time.perf_counter() - start_rest
+
+    stages = [("eABF set-up (Context, compiled CV)", t_setup), ("eABF sampling", t_eabf - t_setup),
+              ("featurisation", t_features), ("weights (CZAR free energy, histogram, ESS)", t_weights),
+              ("training", t_train), ("bootstrap threshold (10 fits on 10 %)", t_bootstrap),
+              ("bookkeeping (regscores, PMF, grid)", t_rest)]  # fmt: skip
+    total = sum(t for _, t in stages)
+    table = [("stage of iteration 1", "seconds", "share")]
+    table += [(name, f"{t:.2f}", f"{t / total:.0%}") for name, t in stages]
+    table.append(("one biased iteration", f"{total:.2f}", "100%"))
+    table.append(("(iteration 0: unbiased sampling + training)", f"{t_unbiased + t_train0:.2f}", ""))
+    print()
+    print_table(table)
+    print(f"\n{len(positions)} frames, ESS {ess:.0f}, regscore(ξ0, ξ1) {score:.4f}, threshold {threshold:.4f}, "
+          f"score of ξ1 against (sin, cos)(φ, ψ) {reference:.4f}")  # fmt: skip
+
+    # per-step cost of the two routes a learned CV can take
+    torch.manual_seed(0)
+    distance_ae = AutoEncoder(featurizer.n_features, 2, hidden=hidden)
+    distance_cv = _ScaledCV(featurizer, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
+    aligned = AlignedPositions(start[heavy])
+    aligned_cv = CollectiveVariable(aligned, AutoEncoder(aligned.n_features, 2, hidden=hidden)).eval()
+    base = per_step(system, start / 10, route_steps * 10)
+    expression = per_step(system, start / 10, route_steps * 10, distance_cv, heavy, "expression")
+    python = per_step(system, start / 10, route_steps, aligned_cv, heavy, "python")
+    table = [("run (Reference platform, 4 fs)", "ms/step", "ratio to unbiased")]
+    for name, t in (("unbiased", base), ("expression route: distances -> MLP", expression),
+                    ("python route: aligned coordinates -> MLP", python)):  # fmt: skip
+        table.append((name, f"{t * 1e3:.4f}", f"{t / base:.1f}"))
+    print()
+    print_table(table)
+
+
+if __name__ == "__main__":
+    main()
