@@ -42,8 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import openmm
-import openmm.app as app
-import openmm.unit as unit
 import torch
 from scipy.sparse.csgraph import shortest_path
 
@@ -61,20 +59,16 @@ from mdcvkit.metrics import regscore, regscore_threshold  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer  # noqa: E402
 
-DATA = ROOT / "data" / "alanine_dipeptide"
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
 def vacuum_alanine():
     """System, C7eq start (Å), heavy-atom indices and distance pairs, (sin, cos)(φ, ψ) reference."""
-    pdb = app.PDBFile(str(DATA / "ala2_start.pdb"))
-    system = app.ForceField("amber99sbildn.xml").createSystem(
-        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=4 * unit.amu
-    )
-    atoms = list(pdb.topology.atoms())
+    setup = mk.datasets.alanine_dipeptide_system("vacuum")  # as make_data.py, first frame of the vacuum run
+    atoms = list(setup.topology.atoms())
     heavy = [a.index for a in atoms if a.element.symbol != "H"]
     adjacency = np.zeros((len(atoms), len(atoms)))
-    for a, b in pdb.topology.bonds():
+    for a, b in setup.topology.bonds():
         adjacency[a.index, b.index] = adjacency[b.index, a.index] = 1
     hops = shortest_path(adjacency, unweighted=True)[np.ix_(heavy, heavy)]
     pairs = [(i, j) for i in range(len(heavy)) for j in range(i + 1, len(heavy)) if hops[i, j] >= 3]
@@ -84,12 +78,7 @@ def vacuum_alanine():
         angles = dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy()
         return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
-    start = mk.datasets.alanine_dipeptide("vacuum").atoms.positions  # Å, first frame: C7eq
-    return system, start, heavy, pairs, sincos
-
-
-def langevin():
-    return openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 4 * unit.femtosecond)
+    return setup.system, setup.positions * 10, heavy, pairs, sincos
 
 
 def timed(function, *args, **kwargs):
@@ -103,7 +92,8 @@ def per_step(system, start_nm, n_steps, cv=None, particles=None, route=None):
     system = openmm.XmlSerializer.clone(system)
     if cv is not None:
         add_cv_bias(system, cv, "50*(cv0^2+cv1^2)", start_nm, particles=particles, route=route)
-    context = openmm.Context(system, langevin(), openmm.Platform.getPlatformByName("Reference"))
+    integrator = mk.datasets.alanine_dipeptide_system("vacuum").integrator()
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(start_nm)
     context.setVelocitiesToTemperature(300, 1)
     context.getIntegrator().step(20)
@@ -124,7 +114,8 @@ def main():
     system, start, heavy, pairs, sincos = vacuum_alanine()
     featurizer = PairwiseDistances(len(heavy), pairs)
     loop = IterativeCVLearning(system, featurizer, particles=heavy, positions=start / 10, temperature=300,
-                               integrator=langevin(), n_cv=2, hidden=hidden, steps_per_iteration=steps,
+                               integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004), n_cv=2, hidden=hidden,
+                               steps_per_iteration=steps,
                                sample_frequency=args.sample_frequency, n_bins=15, grid_margin=0.5, kappa=40.0,
                                full_samples=20, reference=sincos,
                                trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip

@@ -1,12 +1,8 @@
 """Tests of mdcvkit.biasing.iterative: FEBILAE on the entropic switch, against its exact free energy."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import openmm
-import openmm.app as app
-import openmm.unit as unit
 import pytest
 import torch
 import xarray as xr
@@ -20,7 +16,6 @@ from mdcvkit.features import AlignedPositions, PairwiseDistances, Positions, dih
 from mdcvkit.metrics import regscore
 from mdcvkit.training import Trainer
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide"
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
@@ -161,19 +156,16 @@ def test_default_min_score_is_the_bootstrap_threshold(toy):
 
 @pytest.fixture(scope="module")
 def alanine():
-    """Vacuum alanine dipeptide built as data/alanine_dipeptide/make_data.py builds it, starting in C7eq.
+    """Vacuum alanine dipeptide as the shipped data were made, starting in C7eq.
 
-    ``ala2_start.pdb`` is the fully extended chain (φ = ψ = -180°) and ``ala2.pdb`` sits at
-    (-77°, 165°); the start is the first frame of the shipped vacuum run, (φ, ψ) = (-93°, 83°).
+    The start is the first frame of the shipped vacuum run, (φ, ψ) = (-93°, 83°)
+    (``mk.datasets.alanine_dipeptide_system``).
     """
-    pdb = app.PDBFile(str(DATA / "ala2_start.pdb"))
-    system = app.ForceField("amber99sbildn.xml").createSystem(
-        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds, hydrogenMass=4 * unit.amu
-    )
-    atoms = list(pdb.topology.atoms())
+    setup = mk.datasets.alanine_dipeptide_system("vacuum")
+    atoms = list(setup.topology.atoms())
     heavy = [a.index for a in atoms if a.element.symbol != "H"]
     adjacency = np.zeros((len(atoms), len(atoms)))
-    for a, b in pdb.topology.bonds():
+    for a, b in setup.topology.bonds():
         adjacency[a.index, b.index] = adjacency[b.index, a.index] = 1
     hops = shortest_path(adjacency, unweighted=True)[np.ix_(heavy, heavy)]
     pairs = [(i, j) for i in range(len(heavy)) for j in range(i + 1, len(heavy)) if hops[i, j] >= 3]
@@ -183,16 +175,15 @@ def alanine():
         angles = dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy()
         return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
-    start = mk.datasets.alanine_dipeptide("vacuum").atoms.positions  # Å, first frame
-    return SimpleNamespace(system=system, heavy=heavy, pairs=pairs, sincos=sincos, start=start,
+    return SimpleNamespace(setup=setup, system=setup.system, start=setup.positions * 10, heavy=heavy, pairs=pairs,
+                           sincos=sincos,
                            phi_psi=lambda x: np.degrees(dihedral_angles(torch.as_tensor(x, dtype=torch.float64),
                                                                         dihedrals).numpy()))  # fmt: skip
 
 
 def alanine_loop(alanine, featurizer, **kwargs):
-    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 4 * unit.femtosecond)
     return IterativeCVLearning(alanine.system, featurizer, particles=alanine.heavy, positions=alanine.start / 10,
-                               temperature=300, integrator=integrator, n_cv=2, sample_frequency=10,
+                               temperature=300, integrator=alanine.setup.integrator(), n_cv=2, sample_frequency=10,
                                reference=alanine.sincos, trainer=Trainer(max_epochs=20, patience=5),
                                **kwargs)  # fmt: skip
 
