@@ -635,6 +635,10 @@ def _atom_table(group):
              "resnames": [str(n) for n in group.resnames],
              "resids": [int(i) for i in group.resids],
              "indices": [int(i) for i in group.indices]}
+    if hasattr(group, "masses"):
+        table["masses"] = [float(m) for m in group.masses]
+    if hasattr(group, "segids"):
+        table["segids"] = [str(s) for s in group.segids]
     if hasattr(group, "intra_bonds"):  # bonds as pairs of positions within the group, for generated frames
         position = {int(index): k for k, index in enumerate(group.indices)}
         table["bonds"] = [[position[int(i)], position[int(j)]] for i, j in group.intra_bonds.indices]

@@ -56,12 +56,19 @@ def alanine_dipeptide(kind="implicit"):
     Returns
     -------
     MDAnalysis.Universe
-        Positions in Å, times in ps.
+        Positions in Å, times in ps; all 21 covalent bonds in the topology.
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not known; use one of {sorted(KINDS)}")
+    import openmm.app as app
+
+    topology = str(data_path("ala2.pdb"))
     trajectories = [str(data_path(name)) for name in KINDS[kind]]
-    return mda.Universe(str(data_path("ala2.pdb")), trajectories, continuous=False)
+    universe = mda.Universe(topology, trajectories, continuous=False)
+    # the PDB has CONECT records only for the caps; OpenMM's residue templates give every bond
+    bonds = {tuple(sorted((a.index, b.index))) for a, b in app.PDBFile(topology).topology.bonds()}
+    universe.add_bonds(sorted(bonds - {tuple(sorted(b)) for b in universe.bonds.indices}))
+    return universe
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 from MDAnalysis.coordinates.memory import MemoryReader
+from MDAnalysis.guesser.default_guesser import DefaultGuesser
 
 from .features import AlignedPositions, Positions
 from .models import apply_in_chunks
@@ -57,24 +58,36 @@ def topology_universe(atoms):
     ----------
     atoms : dict
         ``names``, ``resnames``, ``resids`` (one per atom) and optionally
+        ``masses`` (u; guessed from the names when absent), ``segids`` (one
+        per atom; consecutive runs become segments, default "SYSTEM") and
         ``bonds`` (pairs of positions within the atoms).
 
     Returns
     -------
     MDAnalysis.Universe
-        No coordinates yet; load them with ``load_new``.
+        No coordinates yet; load them with ``load_new``. It has the masses,
+        segments and bonds that repair (:class:`mdcvkit.BondGeometryRepair`)
+        and comparison (:func:`mdcvkit.metrics.compare_ensembles`) need.
     """
     names = list(atoms["names"])
     resids = np.asarray(atoms["resids"])
     n_atoms = len(names)
-    starts = np.r_[True, resids[1:] != resids[:-1]]
+    segids = np.asarray(atoms.get("segids") or ["SYSTEM"] * n_atoms)
+    starts = np.r_[True, (resids[1:] != resids[:-1]) | (segids[1:] != segids[:-1])]
     resindex = np.cumsum(starts) - 1
+    segment_starts = np.r_[True, segids[starts][1:] != segids[starts][:-1]]
     universe = mda.Universe.empty(n_atoms, n_residues=int(resindex[-1]) + 1, atom_resindex=resindex,
-                                  trajectory=False)
+                                  n_segments=int(segment_starts.sum()),
+                                  residue_segindex=np.cumsum(segment_starts) - 1, trajectory=False)
     universe.add_TopologyAttr("names", names)
     universe.add_TopologyAttr("types", [n[0] for n in names])
     universe.add_TopologyAttr("resnames", [atoms["resnames"][i] for i in np.flatnonzero(starts)])
     universe.add_TopologyAttr("resids", resids[starts])
+    universe.add_TopologyAttr("segids", segids[starts][segment_starts])
+    masses = atoms.get("masses")
+    if masses is None:
+        masses = DefaultGuesser(universe).guess_masses(universe.atoms.types)
+    universe.add_TopologyAttr("masses", np.asarray(masses, dtype=np.float64))
     if atoms.get("bonds"):
         universe.add_TopologyAttr("bonds", [tuple(int(i) for i in bond) for bond in atoms["bonds"]])
     return universe

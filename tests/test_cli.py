@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import xarray as xr
 
 import mdcvkit as mk
@@ -13,14 +14,39 @@ def test_help_runs_as_a_command():
     assert "demo" in out.stdout and "train" in out.stdout
 
 
-def test_demo_writes_report(tmp_path):
-    report = cli.demo(tmp_path, step=50, max_epochs=3)
-    text = report.read_text()
+def _markdown_table(text, header):
+    """Rows of the markdown table whose header line starts with ``header``, as {first cell: {column: cell}}."""
+    lines = text.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith(header))
+    columns = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(columns, cells, strict=True))
+    return rows
+
+
+def _number(cell):
+    """The value of a report cell such as ``0.0123 [0.0110, 0.0135]``."""
+    return float(cell.split()[0])
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    output = tmp_path_factory.mktemp("demo")
+    return output, cli.demo(output, step=50, max_epochs=3).read_text()
+
+
+def test_demo_writes_report(demo_report):
+    tmp_path, text = demo_report
     assert "R² =" in text
     assert "Chapman–Kolmogorov" in text
     for name in ("cv.nc", "model.pt", "loss.png", "free_energy.png", "ramachandran.png", "implied_timescales.png",
-                 "ck_test.png"):
+                 "ck_test.png", "reconstruction.png"):
         assert (tmp_path / name).stat().st_size > 0
+        assert f"| `{name}` |" in text  # listed in the report's file table
     cv = xr.open_dataarray(tmp_path / "cv.nc")
     assert cv.dims == ("frame", "cv") and cv.sizes["frame"] == 2000
     loaded = mk.AutoencoderCV.load(tmp_path / "model.pt")
@@ -41,3 +67,26 @@ def test_train_reports_bad_input_without_traceback(tmp_path, capsys):
                        "--output", str(tmp_path), "--model", "bogus"])
     assert status == 2
     assert "model='bogus' is not known" in capsys.readouterr().err
+
+
+def test_demo_repairs_and_compares_reconstructions(demo_report):
+    _, text = demo_report
+    assert "## Reconstructions: repaired and compared with MD" in text
+    assert "![reconstructions](reconstruction.png)" in text
+    rows = _markdown_table(text, "| ensemble |")
+    md = rows["MD frames (floor; distances: MD halves)"]
+    raw, repaired = rows["reconstructions, raw"], rows["reconstructions, repaired"]
+    # MD floor: thermal bond-length spread of heavy atoms, about 0.03 Å, and no inverted centres
+    assert 0.005 < _number(md["bond RMSD (Å)"]) < 0.05
+    assert _number(md["inversions per frame"]) == 0
+    assert md["paired MSE (Å²)"] == "—"
+    # the repair reaches its tolerance and restores handedness
+    assert _number(repaired["bond RMSD (Å)"]) <= 0.01
+    assert _number(repaired["angle RMSD (°)"]) <= 2.0
+    assert _number(repaired["inversions per frame"]) == 0
+    assert _number(raw["bond RMSD (Å)"]) > _number(repaired["bond RMSD (Å)"])
+    for row in (raw, repaired):
+        lower, upper = (float(v) for v in row["paired MSE (Å²)"].split("[")[1].rstrip("]").split(","))
+        assert _number(row["paired MSE (Å²)"]) > 0 and 0 < lower <= upper
+        assert -1 <= _number(row["Spearman"]) <= 1
+        assert _number(row["RMSD W₁ (Å)"]) >= 0 and _number(row["RMSF ratio"]) > 0

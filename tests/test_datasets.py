@@ -16,6 +16,7 @@ def test_shipped_trajectories(kind, n_frames, n_files):
     bond = np.linalg.norm(positions[u.select_atoms("resname ALA and name CA").indices[0]]
                           - positions[u.select_atoms("resname ALA and name CB").indices[0]])
     assert 1.4 < bond < 1.65  # Å: lengths are read in Å
+    assert len(u.bonds) == 21 and all(len(atom.bonds) > 0 for atom in u.atoms)
 
 
 def test_unknown_kind():

@@ -17,6 +17,9 @@ def test_generate_universe_with_topology(tmp_path, ala2, heavy):
     assert list(u.atoms.names) == list(heavy.names) and list(u.atoms.resids) == list(heavy.resids)
     assert list(u.residues.resnames) == list(heavy.residues.resnames)
     assert len(u.atoms.bonds) == len(heavy.intra_bonds) > 0
+    # what repair and comparison read: masses, segments (MDAnalysis' Ramachandran needs segids)
+    np.testing.assert_allclose(u.atoms.masses, heavy.masses)
+    assert list(u.atoms.segids) == list(heavy.segids)
     np.testing.assert_array_equal(u.trajectory.timeseries(), cv.generate(7, seed=1).trajectory.timeseries())
     assert not np.array_equal(u.trajectory.timeseries(), cv.generate(7, seed=2).trajectory.timeseries())
     with mda.Writer(str(tmp_path / "generated.pdb"), u.atoms.n_atoms) as writer:
@@ -50,3 +53,10 @@ def test_generate_and_decode_errors(heavy, short_fit):
         short_fit.decode(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="call run\\(\\) before generate"):
         mk.AutoencoderCV(heavy, model="vae").generate(3)
+
+
+def test_masses_are_guessed_for_tables_without_them(heavy):
+    table = {"names": list(heavy.names), "resnames": list(heavy.resnames), "resids": list(heavy.resids)}
+    u = mk.generation.topology_universe(table)
+    np.testing.assert_allclose(u.atoms.masses, heavy.masses, rtol=1e-3)
+    assert len(u.segments) == 1 and len(u.residues) == len(heavy.residues)
