@@ -1,4 +1,4 @@
-"""Tests of mdcvkit.repair: bond-geometry repair of noise-perturbed MD frames, its measures and its errors."""
+"""Tests of mdcvkit.repair.core: BondGeometryRepair on noisy MD frames (alanine dipeptide, AdK), its report, errors."""
 
 import warnings
 
@@ -11,7 +11,6 @@ from MDAnalysis.coordinates.memory import MemoryReader
 from openmm import unit
 
 import mdcvkit as mk
-from mdcvkit.repair import bond_geometry, chirality, count_clashes
 
 SIGMAS = (0.1, 0.2, 0.3)
 
@@ -191,43 +190,6 @@ def test_adenylate_kinase_fast_stage(adk, sigma):
 # --- the measures, on inputs with a known answer ---------------------------------------------------------------
 
 
-def test_bond_geometry_known_values():
-    positions = np.array([[[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5, 1.0, 0.0]]])
-    result = bond_geometry(positions, [[0, 1], [1, 2]], [[0, 1, 2]], [1.0, 1.0], [120.0])
-    assert result["bond_rmsd"][0] == pytest.approx(np.sqrt(0.5**2 / 2))
-    assert result["bond_max_deviation"][0] == pytest.approx(0.5)
-    assert result["angle_rmsd"][0] == pytest.approx(30.0)
-
-
-def test_chirality_of_a_tetrahedron_and_its_mirror_image():
-    centre = np.zeros(3)
-    neighbours = np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0]])
-    positions = np.concatenate([centre[None], neighbours])[None]
-    volume = chirality(positions, [[0, 1, 2, 3]])
-    assert volume[0, 0] == pytest.approx(4.0 / 3.0**1.5)  # unit vectors: (1,1,1)/√3 · ((2,2,0)/3)
-    assert chirality(mirrored(positions), [[0, 1, 2, 3]])[0, 0] == pytest.approx(-volume[0, 0])
-
-
-def test_count_clashes_known_pairs():
-    radii = np.array([1.70, 1.70, 1.55, 1.52])  # C C N O
-    polar = np.array([False, False, True, True])
-    far = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [20.0, 0.0, 0.0], [30.0, 0.0, 0.0]])
-    carbons = far.copy()
-    carbons[1] = [2.5, 0.0, 0.0]  # 2.5 < 1.7 + 1.7 - 0.4 = 3.0
-    hbond = far.copy()
-    hbond[3] = [22.6, 0.0, 0.0]  # N–O 2.6 Å: a hydrogen bond, not a clash
-    too_close = far.copy()
-    too_close[3] = [22.3, 0.0, 0.0]  # N–O 2.3 Å < 2.5 Å
-    positions = np.stack([far, carbons, hbond, too_close])
-    np.testing.assert_array_equal(count_clashes(positions, radii, np.empty((0, 2)), polar=polar), [0, 1, 0, 1])
-    np.testing.assert_array_equal(count_clashes(positions, radii, [[0, 1]], polar=polar), [0, 0, 0, 1])
-    # the cell-list path for many atoms gives the same counts
-    padded = np.concatenate([positions, 100.0 + 10.0 * np.arange(70)[None, :, None] * np.ones((4, 70, 3))], axis=1)
-    radii_padded = np.concatenate([radii, np.full(70, 1.7)])
-    polar_padded = np.concatenate([polar, np.zeros(70, dtype=bool)])
-    np.testing.assert_array_equal(count_clashes(padded, radii_padded, [[0, 1]], polar=polar_padded), [0, 0, 0, 1])
-
-
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
@@ -301,9 +263,9 @@ def test_force_field_that_cannot_be_built(ala2):
 
 
 def test_missing_bonds_are_guessed_with_a_warning():
-    """The shipped PDB has CONECT records only for ACE and NME: the alanine's bonds are guessed."""
-    u = mk.datasets.alanine_dipeptide()
-    generated = in_memory(u.atoms, np.stack([u.atoms.positions.copy() for _ in u.trajectory[:3]]))
+    """The shipped PDB alone has CONECT records only for ACE and NME: the alanine's bonds are guessed."""
+    pdb = mda.Universe(str(mk.datasets.data_path("ala2.pdb")))
+    generated = in_memory(pdb.atoms, np.repeat(pdb.atoms.positions[None], 3, axis=0))
     with pytest.warns(UserWarning, match="8 of 22 atoms have no bonds in the topology; guessed"):
         repair = mk.BondGeometryRepair(generated.atoms).run()
     assert repair.results.report.attrs["n_bonds"] == 21
@@ -353,18 +315,3 @@ def test_structure_quality_of_md_and_of_noisy_frames(ala2, ala2_repaired):
     for name in ("bond_rmsd", "bond_max_deviation", "angle_rmsd", "clashes", "chirality_inversions"):
         np.testing.assert_allclose(judged[name].values, report[f"{name}_before"].values, rtol=1e-10)
         assert judged[name].attrs["units"] == report[f"{name}_before"].attrs["units"]
-
-
-def test_structure_quality_counts_a_mirror_image(ala2):
-    md, truth = ala2
-    mirror = in_memory(md.atoms, truth[:5] * np.array([-1.0, 1.0, 1.0]))
-    quality = mk.repair.structure_quality(mirror.atoms, reference=md.atoms)
-    assert np.all(quality.chirality_inversions.values == 4)  # every stereocentre
-    np.testing.assert_allclose(quality.bond_rmsd.values, floor_bonds(md, truth[:5]), rtol=1e-6)
-    with pytest.raises(ValueError, match="pass the same atoms in the same order"):
-        mk.repair.structure_quality(mirror.atoms[:5], reference=md.atoms)
-
-
-def floor_bonds(md, frames):
-    """Bond RMSD of unreflected frames (a reflection keeps every length)."""
-    return mk.repair.structure_quality(in_memory(md.atoms, frames).atoms, reference=md.atoms).bond_rmsd.values
