@@ -12,7 +12,7 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import biasing, datasets, features, metrics, models, msm, plot, repair, systems, training
+from . import biasing, datasets, ensembles, features, metrics, models, msm, plot, repair, systems, training
 from .analysis import AutoencoderCV
 from .repair import BondGeometryRepair
 
@@ -26,6 +26,7 @@ __all__ = [
     "BondGeometryRepair",
     "biasing",
     "datasets",
+    "ensembles",
     "features",
     "metrics",
     "models",
