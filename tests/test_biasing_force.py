@@ -8,8 +8,10 @@ import openmm
 import openmm.app as app
 import pytest
 import torch
+from conftest import SHORT, STEP
 from torch import nn
 
+import mdcvkit as mk
 from mdcvkit.biasing import (
     DescriptorCV,
     Distance,
@@ -121,6 +123,23 @@ def test_bias_forces_match_finite_differences(alanine, route):
     context = _bias_state(system, positions)
     energy, forces = _energy_and_forces(context, positions, force)
     assert energy > 0
+    fd = _finite_difference_forces(context, positions, bias=force)
+    assert np.abs(forces - fd).max() / np.abs(forces).max() <= 1e-4
+
+
+@pytest.mark.parametrize("route", ["python", "external"])
+def test_fitted_autoencoder_cv_forces_match_finite_differences(alanine, heavy, route):
+    """The AE CV as users fit it (aligned heavy-atom coordinates, Kabsch fit inside): forces = -dU/dx."""
+    system, positions = alanine
+    cv = mk.AutoencoderCV(heavy, n_cv=2, **SHORT).run(step=STEP)
+    system = openmm.XmlSerializer.clone(system)
+    xi = evaluate_cv(cv.results.model, positions[heavy.indices][None] * 10)[0]
+    force = add_cv_bias(system, cv.results.model, "0.5*k*((cv0-c0)^2+(cv1-c1)^2)", positions,
+                        particles=heavy.indices, route=route, force_group=BIAS_GROUP,
+                        parameters={"k": 80.0, "c0": float(xi[0]) + 0.5, "c1": float(xi[1]) - 0.3})  # fmt: skip
+    context = _bias_state(system, positions)
+    energy, forces = _energy_and_forces(context, positions, force)
+    assert energy > 0 and np.all(forces[np.setdiff1d(np.arange(22), heavy.indices)] == 0)
     fd = _finite_difference_forces(context, positions, bias=force)
     assert np.abs(forces - fd).max() / np.abs(forces).max() <= 1e-4
 
