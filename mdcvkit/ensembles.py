@@ -6,7 +6,11 @@ on the reference's TICA), each with an MD-vs-MD baseline and bootstrap intervals
 ``mdcvkit.metrics.compare_ensembles``.
 """
 
+import warnings
+
+import MDAnalysis as mda
 import numpy as np
+from MDAnalysis.coordinates.memory import MemoryReader
 
 __all__ = ["compare_ensembles", "TICA_FEATURES"]
 
@@ -262,8 +266,8 @@ def _pca(ref_flat, gen_flat, ref_mean):
 
 def compare_ensembles(reference, generated, select="name CA", *, reference_frame=0, bins=50, pca_bins=30,
                       dihedral_bins=36, fes_bins=20, dihedrals=True, distances=True, tica_lag=1,
-                      tica_features="positions", baseline=True, paired=False, geometry=False, n_bootstrap=100,
-                      block_length=1, confidence=0.95, seed=0):
+                      tica_features="positions", baseline=True, paired=False, geometry=False, hes=False,
+                      n_bootstrap=100, block_length=1, confidence=0.95, seed=0):
     """Compare a generated ensemble with a reference (MD) ensemble, as in Ojeda-May (2025) and PENSA.
 
     Both ensembles are restricted to the atoms ``select`` and every frame is
@@ -345,6 +349,12 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         :class:`~mdcvkit.BondGeometryRepair` report); the reference's own
         values are the floor. Needs the same atoms in both ensembles and bonds
         in the topology (guessed, with a warning, where missing).
+    hes : bool, default False
+        Also the harmonic ensemble similarity of the mdaencore MDAKit
+        (``pip install mdaencore``, the ``encore`` extra of mdcvkit): the
+        symmetrised Kullback–Leibler divergence between Gaussians fitted to
+        the aligned selected atoms of each ensemble (shrinkage covariance),
+        and, with ``baseline``, between the reference halves.
     n_bootstrap : int, default 100
         Bootstrap replicates; 0 skips the intervals.
     block_length : int, default 1
@@ -424,7 +434,9 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         - with ``geometry``: ``reference_<measure>`` and ``generated_<measure>``
           per frame for ``bond_rmsd``, ``bond_max_deviation`` (Å),
           ``angle_rmsd`` (degrees), ``clashes`` and ``chirality_inversions``
-          (counts), as :func:`mdcvkit.repair.structure_quality`.
+          (counts), as :func:`mdcvkit.repair.structure_quality`;
+        - with ``hes``: ``hes`` and ``baseline_hes`` (dimensionless, 0 for
+          identical ensembles), mdaencore's harmonic ensemble similarity.
 
         Attrs record ``select``, ``reference_frame``, the binning, the TICA
         and the bootstrap settings.
@@ -645,6 +657,28 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                           for _ in range(n_bootstrap)]
             data["paired_mse_interval"] = var("bound", np.percentile(replicates, [tail, 100 - tail]),
                                               f"{100 * confidence:g} % bootstrap interval of the paired MSE", "Å²")
+
+    if hes:
+        try:
+            import mdaencore
+        except ImportError as err:
+            raise ImportError("hes=True needs the mdaencore MDAKit: pip install mdaencore (or mdcvkit[encore]), "
+                              "or pass hes=False") from err
+
+        def universe(frames):
+            merged = mda.Merge(ref_atoms)
+            merged.load_new(frames.astype(np.float32), format=MemoryReader)
+            return merged
+
+        pairs = {"hes": (ref_aligned, gen_aligned)}
+        if baseline:
+            pairs["baseline_hes"] = (ref_aligned[:half], ref_aligned[half:])
+        for name, (first, second) in pairs.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # mdaencore warns about its own defaults (weights, no box)
+                matrix, _ = mdaencore.hes([universe(first), universe(second)], select="all", weights=None)
+            what = " (reference halves)" if name.startswith("baseline") else ""
+            data[name] = var((), float(matrix[0, 1]), f"harmonic ensemble similarity (mdaencore){what}")
 
     if geometry:
         from .repair import structure_quality

@@ -358,3 +358,16 @@ def test_geometry_judges_noisy_frames_against_the_md_floor(adk):
     with pytest.raises(ValueError, match="geometry=True judges all atoms"):
         heavy = adk.select_atoms("not name H*")
         compare_ensembles(adk, _ensemble(heavy, positions[:, heavy.indices]), geometry=True, n_bootstrap=0)
+
+
+def test_harmonic_ensemble_similarity_of_mdaencore(alanine):
+    """HES is 0 for an ensemble against itself and grows with noise, beside the reference-halves baseline."""
+    pytest.importorskip("mdaencore")
+    universe, positions = alanine
+    reference = _ensemble(universe.atoms, positions)
+    settings = dict(select="not name H*", dihedrals=False, distances=False, tica_lag=None, n_bootstrap=0, hes=True)
+    itself = compare_ensembles(reference, reference, **settings)
+    assert float(itself.hes) == pytest.approx(0.0, abs=1e-6)
+    assert float(itself.baseline_hes) > 0
+    noisy = _ensemble(universe.atoms, positions + np.random.default_rng(0).normal(0, 0.3, positions.shape))
+    assert float(compare_ensembles(reference, noisy, **settings).hes) > 3 * float(itself.baseline_hes)
