@@ -195,7 +195,7 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
 
     timescales = ", ".join(f"{float(t):.0f}" for t in its["timescales"].isel(process=0).values)
     timescales += f" {its['timescales'].attrs.get('units', 'ps')}"
-    lag_values = ", ".join(str(int(v)) for v in its["lag"].values) + f" {its['lag'].attrs.get('units', 'ps')}"
+    lag_values = ", ".join(f"{v:g}" for v in its["lag_time"].values) + f" {its['lag_time'].attrs['units']}"
 
     loss = cv.results.loss
     best = loss.attrs["best_epoch"]

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,7 @@ def test_demo_writes_report(demo_report):
     tmp_path, text = demo_report
     assert "R² =" in text
     assert "Chapman–Kolmogorov" in text
+    assert re.search(r"at lags [0-9, ]+ ps;", text)  # lag times in ps (demo step 50: 50, 100, ... ps)
     for name in ("cv.nc", "model.pt", "loss.png", "free_energy.png", "ramachandran.png", "implied_timescales.png",
                  "ck_test.png", "reconstruction.png"):
         assert (tmp_path / name).stat().st_size > 0
