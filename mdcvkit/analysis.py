@@ -123,6 +123,10 @@ class AutoencoderCV(AnalysisBase):
         trajectory (in analysed frames).
     max_epochs, batch_size, learning_rate, patience, validation_fraction, device, seed
         Passed to :class:`mdcvkit.training.Trainer`.
+    checkpoint : str or path-like, optional
+        Training-state file of :class:`~mdcvkit.training.Trainer`: written every
+        10 epochs, and a run interrupted during training resumes from it
+        (features are computed again; the model comes out the same).
     chunk_size : int, default 1000
         Frames read per batched featurizer call.
     memory_budget : float, default 2e9
@@ -163,8 +167,8 @@ class AutoencoderCV(AnalysisBase):
     def __init__(self, atomgroup, n_cv=2, *, model="ae", features="aligned", reference="first",
                  hidden=(40,), activation="tanh", weights=None, log_weights=None, lag=0,
                  max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
-                 validation_fraction=0.2, device="auto", seed=0, chunk_size=1000, memory_budget=2e9,
-                 **model_kwargs):
+                 validation_fraction=0.2, device="auto", seed=0, checkpoint=None, chunk_size=1000,
+                 memory_budget=2e9, **model_kwargs):
         groups = list(atomgroup) if isinstance(atomgroup, (list, tuple)) else [atomgroup]
         if not groups:
             raise ValueError("atomgroup is an empty list; pass an AtomGroup or a list of AtomGroups")
@@ -200,7 +204,7 @@ class AutoencoderCV(AnalysisBase):
         self.model_kwargs = model_kwargs
         self.trainer = Trainer(max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
                                patience=patience, validation_fraction=validation_fraction, device=device,
-                               seed=seed)
+                               seed=seed, checkpoint=checkpoint)
         self.seed = seed
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget

@@ -12,14 +12,18 @@ loss term, the validation loss and the input normalisation statistics.
 """
 
 import copy
+import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 from scipy.special import logsumexp
 from tqdm import tqdm
+
+from ._io import atomic_path
 
 __all__ = [
     "weighted_mean",
@@ -232,6 +236,17 @@ class Trainer:
         default: the small networks of CV learning run several times faster
         on one thread than on two, because their matrix products are too
         small to share (measured on 2 cores: 30-40-2-40-30 network, 5x).
+    checkpoint : str or path-like, optional
+        File that holds the training state (model, optimiser, random-number
+        generators, loss history, best weights), written atomically every
+        ``checkpoint_every`` epochs and when training ends. :meth:`fit` resumes
+        from an existing file written for the same model, features, weights
+        and settings (``max_epochs`` may be raised to train longer): an
+        interrupted run resumed this way gives the same model as an
+        uninterrupted one. A file written for anything else is an error. It
+        holds pickled tensors: load only files you wrote.
+    checkpoint_every : int, default 10
+        Epochs between checkpoints.
 
     Notes
     -----
@@ -245,9 +260,9 @@ class Trainer:
 
     def __init__(self, *, max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
                  validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=False,
-                 n_threads="auto"):
+                 n_threads="auto", checkpoint=None, checkpoint_every=10):
         for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
-                            ("n_blocks", n_blocks)):
+                            ("n_blocks", n_blocks), ("checkpoint_every", checkpoint_every)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
         if not learning_rate > 0:
@@ -266,6 +281,8 @@ class Trainer:
         if n_threads != "auto" and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
             raise ValueError(f"n_threads={n_threads!r} must be 'auto' or a positive integer")
         self.n_threads = n_threads
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint_every = checkpoint_every
 
     def _threads(self, model):
         if self.n_threads != "auto":
@@ -337,10 +354,11 @@ class Trainer:
         val_w = None if w is None else w[val_idx[0]].to(device)
         model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
 
+        key = self._fingerprint(model, data, p, lengths, lag)
         threads = torch.get_num_threads()
         torch.set_num_threads(self._threads(model))
         try:
-            records, best = self._train(model, data, train_idx, train_w, val_idx, val_w, generator, device)
+            records, best = self._train(model, data, train_idx, train_w, val_idx, val_w, generator, device, key)
         finally:
             torch.set_num_threads(threads)
         model.load_state_dict(best[2])
@@ -352,14 +370,62 @@ class Trainer:
         )
         return TrainingResult(model=model, history=history, validation=val_mask, best_epoch=best[1])
 
-    def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device):
+    def _fingerprint(self, model, data, p, lengths, lag):
+        """What a checkpoint must have been written for: model layout, data, weights and settings."""
+        if self.checkpoint is None:
+            return None
+        digest = hashlib.sha256(data.detach().cpu().numpy().tobytes())
+        if p is not None:
+            digest.update(p.tobytes())
+        layout = [(name, tuple(value.shape)) for name, value in model.state_dict().items()]
+        return {"model": type(model).__name__, "layout": layout, "data": digest.hexdigest(),
+                "lengths": list(lengths), "lag": int(lag), "seed": self.seed, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "patience": self.patience,
+                "validation_fraction": self.validation_fraction, "n_blocks": self.n_blocks}
+
+    def _resume(self, key, model, optimizer, generator, device):
+        """Load the checkpoint into model, optimizer and generators; return (next epoch, records, best, done)."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return 0, [], (np.inf, -1, None), False
+        try:
+            state = torch.load(self.checkpoint, map_location=device, weights_only=False)
+        except Exception as err:  # torch raises several kinds for corrupt or foreign files
+            raise ValueError(f"checkpoint={str(self.checkpoint)!r} is not a training checkpoint ({err}); "
+                             "delete it or pass another path") from err
+        if not isinstance(state, dict) or state.get("key") != key:
+            raise ValueError(
+                f"checkpoint={str(self.checkpoint)!r} was written for another model, other features or other "
+                "settings; delete it to start afresh or pass another path"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        best = (state["best"][0], state["best"][1], state["best"][2])
+        logger.info("resumed training from %s after epoch %d", self.checkpoint, state["epoch"])
+        return state["epoch"] + 1, state["records"], best, state["done"]
+
+    def _save(self, key, epoch, model, optimizer, generator, records, best, done, device):
+        state = {"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 "records": records, "best": best, "done": done}
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device, key=None):
         """The epoch loop; returns the per-epoch records and (best loss, best epoch, best state)."""
         n_train, n_val = len(train_idx[0]), len(val_idx[0])
         source, target = train_idx[0].to(device), train_idx[1].to(device)
         same = torch.equal(source, target)  # lag 0: the target is the input
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate, fused=True)
-        records, best = [], (np.inf, -1, None)
-        epochs = tqdm(range(self.max_epochs), disable=not self.verbose, desc="training", unit="epoch")
+        first, records, best, done = self._resume(key, model, optimizer, generator, device)
+        if done:
+            return records, best
+        epochs = tqdm(range(first, self.max_epochs), disable=not self.verbose, desc="training", unit="epoch",
+                      initial=first, total=self.max_epochs)
         for epoch in epochs:
             model.train()
             if train_w is None:
@@ -390,10 +456,16 @@ class Trainer:
             records.append(record)
             if self.verbose:
                 epochs.set_postfix(train=f"{record['train']:.4g}", validation=f"{record['validation']:.4g}")
+            stop = False
             if record["validation"] < best[0]:
                 best = (record["validation"], epoch, copy.deepcopy(model.state_dict()))
             elif epoch - best[1] >= self.patience:
                 logger.info("early stopping at epoch %d, best epoch %d", epoch, best[1])
+                stop = True
+            last = stop or epoch == self.max_epochs - 1
+            if self.checkpoint is not None and (last or (epoch + 1) % self.checkpoint_every == 0):
+                self._save(key, epoch, model, optimizer, generator, records, best, stop, device)
+            if stop:
                 break
         return records, best
 

@@ -66,11 +66,16 @@ def test_torchscript_round_trip(tmp_path, ala2, fitted):
     torch.testing.assert_close(scripted(positions), fitted.results.model(positions), rtol=1e-5, atol=1e-5)
 
 
-def test_same_seed_same_cv(ala2):
+def test_same_seed_same_cv(ala2, tmp_path):
     heavy = ala2.select_atoms("not name H*")
     runs = [mk.AutoencoderCV(heavy, n_cv=1, seed=7, max_epochs=5).run(step=100).results.cv.values
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
+    # a training checkpoint: an interrupted run (3 of 5 epochs) resumes to the same CV
+    path = tmp_path / "training.pt"
+    mk.AutoencoderCV(heavy, n_cv=1, seed=7, max_epochs=3, checkpoint=path).run(step=100)
+    resumed = mk.AutoencoderCV(heavy, n_cv=1, seed=7, max_epochs=5, checkpoint=path).run(step=100)
+    np.testing.assert_array_equal(resumed.results.cv.values, runs[0])
 
 
 def test_list_of_atomgroups_are_separate_trajectories(ala2):

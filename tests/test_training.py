@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdcvkit.models import AutoEncoder
+from mdcvkit.models import AutoEncoder, VariationalAutoEncoder
 from mdcvkit.training import (
     Trainer,
     lagged_pairs,
@@ -92,6 +92,45 @@ def test_same_seed_same_model():
         fits.append(Trainer(max_epochs=5, seed=3).fit(AutoEncoder(3, 1, hidden=(8,)), x).model)
     for a, b in zip(fits[0].state_dict().values(), fits[1].state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def _vae_fit(trainer, x, w):
+    torch.manual_seed(0)
+    return trainer.fit(VariationalAutoEncoder(3, 1, hidden=(8,)), x, weights=w)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path):
+    """A VAE (random sampling in its loss) with frame weights: 4 epochs, then resumed to 12, equals 12 at once."""
+    x, _ = make_data(300)
+    w = np.random.default_rng(0).random(300)
+    settings = dict(batch_size=32, seed=2, patience=100, checkpoint_every=3)
+    whole = _vae_fit(Trainer(max_epochs=12, **settings), x, w)
+    path = tmp_path / "training.pt"
+    _vae_fit(Trainer(max_epochs=4, checkpoint=path, **settings), x, w)
+    assert path.exists() and not list(tmp_path.glob(".*tmp*"))  # written atomically
+    resumed = _vae_fit(Trainer(max_epochs=12, checkpoint=path, **settings), x, w)
+    assert resumed.history.sizes["epoch"] == 12 and resumed.best_epoch == whole.best_epoch
+    np.testing.assert_array_equal(resumed.history["train"].values, whole.history["train"].values)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a finished run read back gives the same result without training
+    again = _vae_fit(Trainer(max_epochs=12, checkpoint=path, **settings), x, w)
+    np.testing.assert_array_equal(again.history["validation"].values, whole.history["validation"].values)
+
+
+def test_checkpoint_of_other_data_or_settings_is_refused(tmp_path):
+    x, _ = make_data(200)
+    path = tmp_path / "training.pt"
+    Trainer(max_epochs=2, checkpoint=path).fit(AutoEncoder(3, 1, hidden=(8,)), x)
+    with pytest.raises(ValueError, match="was written for another model, other features or other settings"):
+        Trainer(max_epochs=4, checkpoint=path).fit(AutoEncoder(3, 1, hidden=(8,)), x + 1.0)
+    with pytest.raises(ValueError, match="was written for another model"):
+        Trainer(max_epochs=4, checkpoint=path, learning_rate=1e-2).fit(AutoEncoder(3, 1, hidden=(8,)), x)
+    path.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a training checkpoint"):
+        Trainer(max_epochs=4, checkpoint=path).fit(AutoEncoder(3, 1, hidden=(8,)), x)
+    with pytest.raises(ValueError, match="checkpoint_every=0 must be a positive integer"):
+        Trainer(checkpoint_every=0)
 
 
 def test_weights_change_what_is_learned():
