@@ -372,6 +372,13 @@ class AutoencoderCV(AnalysisBase):
             Like ``results.cv``.
         """
         self._check_fitted("transform")
+        collector = self._collect(atomgroup, start=start, stop=stop, step=step, frames=frames, backend=backend,
+                                  n_workers=n_workers)
+        segment = np.searchsorted(_segments(atomgroup), collector.frames, side="right") - 1
+        return self._cv_array(self._encode(collector.results.features), collector.frames, collector.times, segment)
+
+    def _collect(self, atomgroup, **run_kwargs):
+        """Features of the frames of ``atomgroup`` (the training atoms), as a run FeatureCollector."""
         _check_atomgroup(atomgroup)
         if atom_names(atomgroup) != list(self._atoms["names"]):
             raise ValueError(
@@ -381,9 +388,7 @@ class AutoencoderCV(AnalysisBase):
             )
         collector = FeatureCollector(atomgroup, self.results.model.featurizer, chunk_size=self.chunk_size,
                                      memory_budget=self.memory_budget)
-        collector.run(start=start, stop=stop, step=step, frames=frames, backend=backend, n_workers=n_workers)
-        segment = np.searchsorted(_segments(atomgroup), collector.frames, side="right") - 1
-        return self._cv_array(self._encode(collector.results.features), collector.frames, collector.times, segment)
+        return collector.run(**run_kwargs)
 
     def save(self, path):
         """Save the fitted CV (featurizer, model, atoms) to ``path``; written atomically.
@@ -499,18 +504,25 @@ class AutoencoderCV(AnalysisBase):
         self._check_fitted("generate")
         return generation.generate(self.results.model, n, self._atoms, seed=seed, cluster=cluster)
 
-    def feature_importance(self, per="feature", normalized=True):
+    def feature_importance(self, per="feature", normalized=True, *, atomgroup=None, start=None, stop=None,
+                           step=None):
         """Sensitivity of each CV to each input feature, mapped to atoms or residues.
 
         Mean absolute gradient of the CV with respect to the (normalised)
-        features over the analysed frames, weighted like the training; see
-        :func:`mdcvkit.importance.feature_importance`. Needs the training
-        features, so it is available after :meth:`run`, not after :meth:`load`.
+        features, see :func:`mdcvkit.importance.feature_importance`: over the
+        analysed frames, weighted like the training, or, with ``atomgroup``,
+        over the frames of that trajectory (uniform weights), which is how a
+        CV read with :meth:`load` is analysed.
 
         Parameters
         ----------
         per : {"feature", "atom", "residue"}, default "feature"
         normalized : bool, default True
+        atomgroup : AtomGroup, optional
+            The training atoms (same names, same order) in a trajectory to
+            average over.
+        start, stop, step : int, optional
+            Slice of that trajectory.
 
         Returns
         -------
@@ -518,12 +530,17 @@ class AutoencoderCV(AnalysisBase):
             Plot with :func:`mdcvkit.plot.feature_importance`.
         """
         self._check_fitted("feature_importance")
-        if not hasattr(self.results, "features"):
-            raise ValueError("feature_importance() needs the training features, which a loaded CV does not "
-                             "keep; call it on the AutoencoderCV that ran")
-        p = normalize_weights(len(self.results.features), self.weights, self.log_weights)
-        return importance.feature_importance(self.results.model, self.results.features, self._atoms,
-                                             weights=p, per=per, normalized=normalized)
+        if atomgroup is not None:
+            features = self._collect(atomgroup, start=start, stop=stop, step=step).results.features
+            p = None
+        elif hasattr(self.results, "features"):
+            features = self.results.features
+            p = normalize_weights(len(features), self.weights, self.log_weights)
+        else:
+            raise ValueError("feature_importance() of a loaded CV needs frames to average over: pass "
+                             "atomgroup= (the training atoms in a trajectory), e.g. atomgroup=u.select_atoms(...)")
+        return importance.feature_importance(self.results.model, features, self._atoms, weights=p, per=per,
+                                             normalized=normalized)
 
     def top_k(self, k):
         """A new, unfitted AutoencoderCV with the same settings on the ``k`` most important inputs.

@@ -38,6 +38,20 @@ def test_feature_importance_is_weighted_like_the_training(heavy):
     np.testing.assert_allclose(cv.feature_importance().values, expected.values, rtol=1e-5)
 
 
+def test_loaded_cv_averages_over_given_frames(heavy, tmp_path):
+    """A CV read from disk has no training features: it averages over the frames it is given."""
+    cv = mk.AutoencoderCV(heavy, n_cv=2, features="distances", **SHORT).run(step=STEP)
+    cv.save(tmp_path / "cv.pt")
+    loaded = mk.AutoencoderCV.load(tmp_path / "cv.pt")
+    given = loaded.feature_importance(per="atom", atomgroup=heavy, step=STEP)
+    np.testing.assert_allclose(given.values, cv.feature_importance(per="atom").values, rtol=1e-5)
+    part = loaded.feature_importance(atomgroup=heavy, stop=200, step=STEP)
+    expected = feature_importance(cv.results.model, cv.results.features[:2], cv._atoms)
+    np.testing.assert_allclose(part.values, expected.values, rtol=1e-5)
+    with pytest.raises(ValueError, match="of a loaded CV needs frames to average over: pass atomgroup="):
+        loaded.feature_importance()
+
+
 def test_top_k_retrains_on_the_most_important_inputs(heavy):
     cv = mk.AutoencoderCV(heavy, n_cv=1, features="distances", **SHORT).run(step=STEP)
     scores = cv.feature_importance().sum("cv")
