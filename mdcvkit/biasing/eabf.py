@@ -106,7 +106,9 @@ class ExtendedABF:
         Oscillation period τ of λ in ps (Colvars' default 200 fs).
     full_samples : int, default 200
         Samples of a λ bin before its ABF force is applied in full; ramped in linearly from
-        ``full_samples / 2`` (Colvars' ``fullSamples``).
+        ``full_samples / 2`` (Colvars' ``fullSamples``). Samples are taken every
+        ``sample_frequency`` steps, so with ``sample_frequency > 1`` this counts samples, not the
+        steps Colvars counts: divide a Colvars value by ``sample_frequency``.
     update_frequency : int, default 100
         Steps between refreshes of the tabulated ABF bias (and between progress updates).
     sample_frequency : int, default 1
