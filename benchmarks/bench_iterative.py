@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import openmm
 import torch
-from scipy.sparse.csgraph import shortest_path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,13 +64,8 @@ PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 def vacuum_alanine():
     """System, C7eq start (Å), heavy-atom indices and distance pairs, (sin, cos)(φ, ψ) reference."""
     setup = mk.datasets.alanine_dipeptide_system("vacuum")  # as make_data.py, first frame of the vacuum run
-    atoms = list(setup.topology.atoms())
-    heavy = [a.index for a in atoms if a.element.symbol != "H"]
-    adjacency = np.zeros((len(atoms), len(atoms)))
-    for a, b in setup.topology.bonds():
-        adjacency[a.index, b.index] = adjacency[b.index, a.index] = 1
-    hops = shortest_path(adjacency, unweighted=True)[np.ix_(heavy, heavy)]
-    pairs = [(i, j) for i in range(len(heavy)) for j in range(i + 1, len(heavy)) if hops[i, j] >= 3]
+    group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
+    heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
     dihedrals = torch.tensor([[heavy.index(k) for k in q] for q in (PHI, PSI)])
 
     def sincos(positions):

@@ -31,6 +31,7 @@ __all__ = [
     "AlignedPositions",
     "Positions",
     "PairwiseDistances",
+    "separated_pairs",
     "Dihedrals",
     "Concatenate",
     "FEATURIZERS",
@@ -397,6 +398,51 @@ def backbone_dihedral_indices(atomgroup):
             quadruplets.append([position[i] for i in selection.indices])
             names.append(f"{kind}{residue.resid}")
     return np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4), names
+
+
+def separated_pairs(atomgroup, min_bonds=3):
+    """Pairs of atoms of ``atomgroup`` at least ``min_bonds`` bonds apart, for :class:`PairwiseDistances`.
+
+    Distances between bonded atoms (1–2) and across one angle (1–3) hardly
+    change; leaving them out keeps the distances that conformations change,
+    e.g. 1–4 pairs across a torsion. Separations are counted along the bond
+    graph of the whole Universe, so paths may pass through atoms outside the
+    group; atoms in different molecules are infinitely far apart.
+
+    Parameters
+    ----------
+    atomgroup : AtomGroup
+        Atoms whose pairs are returned; its Universe must have bonds.
+    min_bonds : int, default 3
+        Smallest number of bonds between the two atoms of a pair (3: 1–4 pairs and beyond).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_pairs, 2)
+        Positions ``i < j`` within ``atomgroup``.
+
+    Examples
+    --------
+    >>> heavy = u.select_atoms("not name H*")                                  # doctest: +SKIP
+    >>> featurizer = PairwiseDistances(heavy.n_atoms, separated_pairs(heavy))  # doctest: +SKIP
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    if not isinstance(min_bonds, (int, np.integer)) or isinstance(min_bonds, bool) or min_bonds < 1:
+        raise ValueError(f"min_bonds={min_bonds!r} must be a positive integer, e.g. 3")
+    universe = atomgroup.universe
+    try:
+        bonds = universe.bonds.indices
+    except (AttributeError, NoDataError) as err:
+        raise ValueError("the Universe of atomgroup has no bonds; load a topology with bonds or call "
+                         "u.atoms.guess_bonds()") from err
+    n = universe.atoms.n_atoms
+    graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
+    hops = shortest_path(graph, directed=False, unweighted=True, indices=atomgroup.indices)[:, atomgroup.indices]
+    i, j = np.triu_indices(atomgroup.n_atoms, k=1)
+    keep = hops[i, j] >= min_bonds
+    return np.stack([i[keep], j[keep]], axis=1)
 
 
 def atom_names(atomgroup):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from scipy.sparse.csgraph import shortest_path
 
 import mdcvkit as mk
 from mdcvkit import systems
@@ -162,13 +161,8 @@ def alanine():
     (``mk.datasets.alanine_dipeptide_system``).
     """
     setup = mk.datasets.alanine_dipeptide_system("vacuum")
-    atoms = list(setup.topology.atoms())
-    heavy = [a.index for a in atoms if a.element.symbol != "H"]
-    adjacency = np.zeros((len(atoms), len(atoms)))
-    for a, b in setup.topology.bonds():
-        adjacency[a.index, b.index] = adjacency[b.index, a.index] = 1
-    hops = shortest_path(adjacency, unweighted=True)[np.ix_(heavy, heavy)]
-    pairs = [(i, j) for i in range(len(heavy)) for j in range(i + 1, len(heavy)) if hops[i, j] >= 3]
+    group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
+    heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
     dihedrals = torch.tensor([[heavy.index(k) for k in q] for q in (PHI, PSI)])
 
     def sincos(positions):

@@ -20,6 +20,7 @@ from mdcvkit.features import (
     featurizer_from_config,
     kabsch_align,
     make_featurizer,
+    separated_pairs,
 )
 
 
@@ -193,3 +194,22 @@ def test_constant_features_are_not_divided_by_zero():
     assert bool(norm.constant[1]) and not bool(norm.constant[0])
     torch.testing.assert_close(y[:, 1], torch.zeros(3))
     torch.testing.assert_close(norm.inverse(y), x)
+
+
+def test_separated_pairs_leave_out_bonded_and_angle_pairs():
+    u = datasets.alanine_dipeptide()
+    heavy = u.select_atoms("not name H*")
+    assert len(separated_pairs(heavy, min_bonds=1)) == 45  # all pairs of 10 atoms
+    bonded = {tuple(sorted(heavy.indices.tolist().index(i) for i in b)) for b in heavy.intra_bonds.indices}
+    assert len(bonded) == 9
+    two = {tuple(p) for p in separated_pairs(heavy, min_bonds=2).tolist()}
+    assert two == {(i, j) for i in range(10) for j in range(i + 1, 10)} - bonded
+    three = separated_pairs(heavy)
+    assert len(three) == 25 and np.all(three[:, 0] < three[:, 1])
+    # no pair shares a bonded neighbour (1-3) or a bond (1-2)
+    neighbours = {k: {j for b in bonded for j in b if k in b} - {k} for k in range(10)}
+    assert all(j not in neighbours[i] and not neighbours[i] & neighbours[j] for i, j in three.tolist())
+    with pytest.raises(ValueError, match="has no bonds"):
+        separated_pairs(mda.Universe.empty(3, trajectory=True).atoms)
+    with pytest.raises(ValueError, match="min_bonds=0 must be a positive integer"):
+        separated_pairs(heavy, min_bonds=0)
