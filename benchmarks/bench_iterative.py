@@ -53,12 +53,10 @@ import mdcvkit as mk  # noqa: E402
 from mdcvkit.analysis import CollectiveVariable  # noqa: E402
 from mdcvkit.biasing import IterativeCVLearning, add_cv_bias  # noqa: E402
 from mdcvkit.biasing.iterative import _ess, _ScaledCV, eabf_log_weights  # noqa: E402
-from mdcvkit.features import AlignedPositions, PairwiseDistances, dihedral_angles  # noqa: E402
+from mdcvkit.features import AlignedPositions, PairwiseDistances  # noqa: E402
 from mdcvkit.metrics import regscore, regscore_threshold  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer  # noqa: E402
-
-PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
 def vacuum_alanine():
@@ -66,11 +64,10 @@ def vacuum_alanine():
     setup = mk.datasets.alanine_dipeptide_system("vacuum")  # as make_data.py, first frame of the vacuum run
     group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
     heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
-    dihedrals = torch.tensor([[heavy.index(k) for k in q] for q in (PHI, PSI)])
+    backbone = mk.features.make_featurizer("dihedrals", group)  # (sin, cos) of φ and ψ
 
     def sincos(positions):
-        angles = dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy()
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+        return backbone(torch.as_tensor(positions)).detach().numpy()
 
     return setup.system, setup.positions * 10, heavy, pairs, sincos
 
