@@ -12,7 +12,7 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import biasing, datasets, ensembles, features, metrics, models, msm, plot, repair, systems, training
+from . import biasing, datasets, ensembles, features, frames, metrics, models, msm, plot, repair, systems, training
 from .analysis import AutoencoderCV
 from .repair import BondGeometryRepair
 
@@ -28,6 +28,7 @@ __all__ = [
     "datasets",
     "ensembles",
     "features",
+    "frames",
     "metrics",
     "models",
     "msm",

@@ -29,17 +29,6 @@ def _save_netcdf(data, path):
 _COMPARE_FRAMES = 1000
 
 
-def _in_memory(atomgroup, positions):
-    """A new Universe of ``atomgroup``'s atoms (same topology) with the given frames (Å)."""
-    import MDAnalysis as mda
-    import numpy as np
-    from MDAnalysis.coordinates.memory import MemoryReader
-
-    universe = mda.Merge(atomgroup)
-    universe.load_new(np.asarray(positions, dtype=np.float32), format=MemoryReader)
-    return universe
-
-
 def _repair_and_compare(cv, heavy, output, seed):
     """Reconstruct MD frames through the CV, repair them and compare both with MD; returns the report section.
 
@@ -50,13 +39,14 @@ def _repair_and_compare(cv, heavy, output, seed):
     import matplotlib.pyplot as plt
 
     from . import metrics, plot
+    from .frames import in_memory
     from .repair import BondGeometryRepair
 
     start = time.perf_counter()
-    stride = max(1, cv.n_frames // _COMPARE_FRAMES)
+    stride = -(-cv.n_frames // _COMPARE_FRAMES)  # rounded up: at most _COMPARE_FRAMES frames
     latent = cv.results.cv[::stride]
     trajectory = heavy.universe.trajectory
-    md = _in_memory(heavy, [heavy.positions.copy() for _ in trajectory[latent["frame"].values]])
+    md = in_memory(heavy, [heavy.positions.copy() for _ in trajectory[latent["frame"].values]])
     reconstructions = cv.decode(latent)
     repair = BondGeometryRepair(reconstructions.atoms, reference=md.atoms).run()
     settings = {"select": "all", "paired": True, "geometry": True, "n_bootstrap": 100, "block_length": 5,

@@ -180,7 +180,8 @@ def alanine_dipeptide_system(solvent="vacuum", constraints=True):
         hydrogenMass=4 * unit.amu if constraints else None,
     )
     if solvent == "vacuum":
-        positions = alanine_dipeptide("vacuum").atoms.positions / 10.0  # first frame, Å -> nm
+        first = mda.Universe(str(data_path("ala2.pdb")), str(data_path(KINDS["vacuum"][0])))
+        positions = first.atoms.positions / 10.0  # first frame of the vacuum run, Å -> nm
     else:
         positions = pdb.positions.value_in_unit(unit.nanometer)
     return SimulationSetup(pdb.topology, system, np.asarray(positions, dtype=np.float64), 300.0, 1.0,

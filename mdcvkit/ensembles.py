@@ -8,9 +8,9 @@ on the reference's TICA), each with an MD-vs-MD baseline and bootstrap intervals
 
 import warnings
 
-import MDAnalysis as mda
 import numpy as np
-from MDAnalysis.coordinates.memory import MemoryReader
+
+from .frames import in_memory, read_frames, same_frame
 
 __all__ = ["compare_ensembles", "TICA_FEATURES"]
 
@@ -40,14 +40,7 @@ def _ensemble_positions(ensemble, select, name):
     if trajectory.n_frames < 2:
         raise ValueError(f"{name} has n_frames={trajectory.n_frames}; an ensemble needs at least 2 frames, "
                          f"pass a Universe with a multi-frame trajectory")
-    current = trajectory.ts.frame
-    try:
-        positions = np.array([atoms.positions for _ in trajectory], dtype=np.float64)
-    finally:
-        trajectory[current]  # leave the caller's trajectory on the frame it was on
-    if not np.all(np.isfinite(positions)):
-        raise ValueError(f"{name} holds NaN or infinite positions; remove or repair those frames first")
-    return atoms, positions
+    return atoms, read_frames(atoms, name)[0]
 
 
 def _superpose(positions, target):
@@ -66,21 +59,15 @@ def _superpose(positions, target):
 
 def _backbone_dihedrals(atoms, name):
     """φ/ψ (degrees, shape (n_frames, n_residues, 2)) and resids from MDAnalysis's Ramachandran."""
-    import warnings
-
     from MDAnalysis.analysis.dihedrals import Ramachandran
 
-    trajectory = atoms.universe.trajectory
-    current = trajectory.ts.frame
     try:
-        with warnings.catch_warnings():
+        with same_frame(atoms.universe.trajectory), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot determine phi and psi angles")
             analysis = Ramachandran(atoms.residues.atoms).run()
     except ValueError as err:
         raise ValueError(f"backbone dihedrals of {name} cannot be computed ({err}); pass dihedrals=False "
                          f"for ensembles without full protein backbones") from err
-    finally:
-        trajectory[current]
     return np.asarray(analysis.results.angles, dtype=np.float64), analysis.ag3.residues.resids
 
 
@@ -504,6 +491,17 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
     if paired and n_gen != n_ref:
         raise ValueError(f"paired=True needs the same number of frames, but reference has {n_ref} and generated "
                          f"{n_gen}; pass the reconstructions of exactly the reference frames or paired=False")
+    if geometry and (reference.atoms.n_atoms != generated.atoms.n_atoms
+                     or np.any(reference.atoms.names != generated.atoms.names)):
+        raise ValueError(f"geometry=True judges all atoms, but reference has {reference.atoms.n_atoms} and "
+                         f"generated {generated.atoms.n_atoms}, or their names differ; pass ensembles of the "
+                         f"same atoms or geometry=False")
+    if hes:
+        try:
+            import mdaencore
+        except ImportError as err:
+            raise ImportError("hes=True needs the mdaencore MDAKit: pip install mdaencore (or mdcvkit[encore]), "
+                              "or pass hes=False") from err
 
     ref_aligned, ref_rmsd = _superpose(ref_positions, ref_positions[reference_frame])
     gen_aligned, gen_rmsd = _superpose(gen_positions, ref_positions[reference_frame])
@@ -659,45 +657,26 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                                               f"{100 * confidence:g} % bootstrap interval of the paired MSE", "Å²")
 
     if hes:
-        try:
-            import mdaencore
-        except ImportError as err:
-            raise ImportError("hes=True needs the mdaencore MDAKit: pip install mdaencore (or mdcvkit[encore]), "
-                              "or pass hes=False") from err
-
-        def universe(frames):
-            merged = mda.Merge(ref_atoms)
-            merged.load_new(frames.astype(np.float32), format=MemoryReader)
-            return merged
-
         pairs = {"hes": (ref_aligned, gen_aligned)}
         if baseline:
             pairs["baseline_hes"] = (ref_aligned[:half], ref_aligned[half:])
         for name, (first, second) in pairs.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # mdaencore warns about its own defaults (weights, no box)
-                matrix, _ = mdaencore.hes([universe(first), universe(second)], select="all", weights=None)
+                matrix, _ = mdaencore.hes([in_memory(ref_atoms, first), in_memory(ref_atoms, second)], select="all",
+                                          weights=None)
             what = " (reference halves)" if name.startswith("baseline") else ""
             data[name] = var((), float(matrix[0, 1]), f"harmonic ensemble similarity (mdaencore){what}")
 
-    if geometry:
-        from .repair import structure_quality
+    if geometry:  # all atoms, against the reference's mean geometry (the measures of mdcvkit.repair)
+        from .repair.geometry import _Measures
 
-        if reference.atoms.n_atoms != generated.atoms.n_atoms or np.any(reference.atoms.names
-                                                                        != generated.atoms.names):
-            raise ValueError(f"geometry=True judges all atoms, but reference has {reference.atoms.n_atoms} and "
-                             f"generated {generated.atoms.n_atoms}, or their names differ; pass ensembles of the "
-                             f"same atoms or geometry=False")
-        for name, ensemble, dim in (("reference", reference, "reference_frame"),
-                                    ("generated", generated, "generated_frame")):
-            current = ensemble.universe.trajectory.ts.frame
-            try:
-                quality = structure_quality(ensemble.atoms, reference=reference.atoms)
-            finally:
-                ensemble.universe.trajectory[current]
-            for measure, values in quality.data_vars.items():
-                data[f"{name}_{measure}"] = var(dim, values.values, f"{values.attrs['long_name']} ({name})",
-                                                values.attrs["units"])
+        ref_full = read_frames(reference.atoms, "reference")[0]
+        measures = _Measures(reference.atoms, ref_full, np.asarray(reference.atoms.masses, dtype=float))
+        for name, positions, dim in (("reference", ref_full, "reference_frame"),
+                                     ("generated", read_frames(generated.atoms, "generated")[0], "generated_frame")):
+            for measure, (values, long_name, units) in measures(positions, "").items():
+                data[f"{name}_{measure}"] = var(dim, values, f"{long_name} ({name})", units)
 
     return xr.Dataset(data, coords=coords, attrs={
         "select": select, "reference_frame": reference_frame, "rmsd_bins": bins, "pca_bins": pca_bins,

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from .ensembles import _grid
+
 __all__ = ["loss", "free_energy_surface", "ramachandran", "implied_timescales", "ck_test"]
 
 #: kT at 300 K in kJ/mol.
@@ -373,7 +375,7 @@ def rmsd_histograms(ds, ax=None, **kwargs):
     _comparison(ds, ["reference_rmsd", "generated_rmsd"])
     ax = _axes(ax)
     values = np.concatenate([ds.reference_rmsd.values, ds.generated_rmsd.values])
-    edges = np.linspace(values.min(), values.max(), ds.attrs.get("rmsd_bins", 50) + 1)
+    _, (edges,) = _grid(values[:, None], ds.attrs.get("rmsd_bins", 50))  # the binning of rmsd_jsd
     kwargs.setdefault("histtype", "step")
     for name in ("reference", "generated"):
         ax.hist(ds[f"{name}_rmsd"].values, bins=edges, density=True, label=name, **kwargs)
@@ -442,12 +444,11 @@ def pca_comparison(ds, axes=None, kind="density", **kwargs):
     _comparison(ds, ["reference_pca", "generated_pca"])
     axes = _axes_row(axes, 2)
     both = np.concatenate([ds.reference_pca.values, ds.generated_pca.values])
-    ranges = [(both[:, k].min(), both[:, k].max()) for k in range(2)]
+    _, edges = _grid(both, ds.attrs.get("pca_bins", 30))  # the binning of pca_jsd
     units = ds.reference_pca.attrs["units"]
     samples = {name: ds[f"{name}_pca"].values for name in ("reference", "generated")}
     if kind == "density":
-        bins = ds.attrs.get("pca_bins", 30)
-        densities = {name: np.histogram2d(*values.T, bins=bins, range=ranges, density=True)
+        densities = {name: np.histogram2d(*values.T, bins=edges, density=True)
                      for name, values in samples.items()}
         top = max(density[0].max() for density in densities.values())
         kwargs.setdefault("norm", matplotlib.colors.LogNorm(vmin=top * 1e-3, vmax=top))
@@ -461,7 +462,7 @@ def pca_comparison(ds, axes=None, kind="density", **kwargs):
             ax.figure.colorbar(mesh, ax=ax, label=f"probability density (1/{units}²)")
         else:
             ax.scatter(*samples[name].T, **kwargs)
-        ax.set(xlim=ranges[0], ylim=ranges[1], xlabel=f"PC1 ({units})", ylabel=f"PC2 ({units})")
+        ax.set(xlim=edges[0][[0, -1]], ylim=edges[1][[0, -1]], xlabel=f"PC1 ({units})", ylabel=f"PC2 ({units})")
         ax.set_title(name, fontsize="small")
     axes[1].set_title(f"generated (JSD {_interval_text(ds, 'pca_jsd', '.2f')})", fontsize="small")
     return axes

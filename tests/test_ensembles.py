@@ -9,17 +9,11 @@ from scipy.spatial.transform import Rotation
 from scipy.stats import wasserstein_distance
 
 from mdcvkit.ensembles import compare_ensembles
+from mdcvkit.frames import in_memory as _ensemble
 
 SCALARS = ["rmsd_jsd", "rmsd_wasserstein", "rmsf_pearson", "rmsf_ratio_mean", "pca_jsd",
            "pca_variance_reference", "pca_variance_generated", "pca_rmsip", "distance_wasserstein_mean",
            "fes_jsd", "fes_rms_difference"]
-
-
-def _ensemble(atoms, positions):
-    """An in-memory Universe with the topology of ``atoms`` and the frames ``positions`` (Å)."""
-    universe = mda.Merge(atoms)
-    universe.load_new(np.asarray(positions, dtype=np.float32), format=MemoryReader)
-    return universe
 
 
 def _synthetic(positions, resnames=None):

@@ -2,19 +2,12 @@
 
 import warnings
 
-import MDAnalysis as mda
 import numpy as np
 import pytest
-from MDAnalysis.coordinates.memory import MemoryReader
 
 import mdcvkit as mk
+from mdcvkit.frames import in_memory
 from mdcvkit.repair import bond_geometry, chirality, count_clashes, structure_quality
-
-
-def in_memory(atomgroup, positions):
-    universe = mda.Merge(atomgroup)
-    universe.load_new(np.asarray(positions, dtype=np.float32), format=MemoryReader)
-    return universe
 
 
 def mirrored(positions):

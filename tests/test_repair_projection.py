@@ -35,8 +35,9 @@ def test_projection_meets_every_target_in_every_frame():
 
 def test_heavy_atoms_move_less_than_light_ones():
     frames = chain(20, seed=1)
-    exact = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5 + 1.5 * np.cos(np.radians(67.1)), 1.5 * np.sin(
-        np.radians(67.1)), 0.0]])  # the three heavy atoms exactly on their targets (|0-2| = 2.5 Å)
+    bend = np.pi - np.arccos(1 - 2.5**2 / (2 * 1.5**2))  # the exterior angle that makes |0-2| = 2.5 Å
+    exact = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5 + 1.5 * np.cos(bend), 1.5 * np.sin(bend), 0.0]])
+    # the three heavy atoms exactly on their targets
     frames[:, :3] = exact
     masses = np.array([1e6, 1e6, 1e6, 1.0])  # a noisy hydrogen on a rigid frame of three heavy atoms
     projected, _, converged = _Projector(PAIRS, TARGETS, masses)(frames, 1e-5, 2000)

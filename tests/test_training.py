@@ -99,14 +99,24 @@ def _vae_fit(trainer, x, w):
     return trainer.fit(VariationalAutoEncoder(3, 1, hidden=(8,)), x, weights=w)
 
 
-def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path):
-    """A VAE (random sampling in its loss) with frame weights: 4 epochs, then resumed to 12, equals 12 at once."""
+def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_model(tmp_path, monkeypatch):
+    """A VAE (random sampling in its loss) with frame weights, killed after its first periodic checkpoint
+    (epoch 3 of 12) and resumed, equals 12 epochs at once."""
     x, _ = make_data(300)
     w = np.random.default_rng(0).random(300)
     settings = dict(batch_size=32, seed=2, patience=100, checkpoint_every=3)
     whole = _vae_fit(Trainer(max_epochs=12, **settings), x, w)
     path = tmp_path / "training.pt"
-    _vae_fit(Trainer(max_epochs=4, checkpoint=path, **settings), x, w)
+    save = Trainer._save
+
+    def save_then_stop(self, *args):
+        save(self, *args)
+        raise KeyboardInterrupt  # the run dies right after writing its first checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            _vae_fit(Trainer(max_epochs=12, checkpoint=path, **settings), x, w)
     assert path.exists() and not list(tmp_path.glob(".*tmp*"))  # written atomically
     resumed = _vae_fit(Trainer(max_epochs=12, checkpoint=path, **settings), x, w)
     assert resumed.history.sizes["epoch"] == 12 and resumed.best_epoch == whole.best_epoch

@@ -30,7 +30,7 @@ from .boundary import NM_TO_ANGSTROM, _positions_nm
 from .descriptors import DescriptorCV, Position, _descriptors_of
 from .eabf import MOLAR_GAS_CONSTANT, ExtendedABF, _temperature_kelvin
 from .grid import Grid
-from .routes import ROUTES
+from .routes import check_route
 
 __all__ = ["IterativeCVLearning", "eabf_log_weights"]
 
@@ -314,8 +314,7 @@ class IterativeCVLearning:
             particles = np.asarray(featurizer, dtype=np.int64).reshape(-1) if particles is None else particles
             featurizer = Positions(len(particles))
         self.featurizer = featurizer
-        if route not in ("auto", *ROUTES):
-            raise ValueError(f"route={route!r} is not a bias route; use one of {['auto', *ROUTES]}")
+        check_route(route)
         if route == "expression" and not isinstance(featurizer, _Coordinates):
             try:
                 _descriptors_of(featurizer)

@@ -86,11 +86,8 @@ def _particles(particles, n_atoms):
             f"particles has {particles.size} entries but the CV reads {n_atoms} atoms; "
             f"pass one system index per CV atom"
         )
-    if particles.min() < 0 or particles.max() >= 99_999:
-        raise ValueError(
-            f"particles must be system indices from 0 to 99997 (PLUMED's atom numbers are index + 1 and a "
-            f"PDB serial has five digits), got {particles.min()}..{particles.max()}"
-        )
+    if particles.min() < 0:
+        raise ValueError(f"particles must be system indices >= 0, got {particles.min()}..{particles.max()}")
     return particles
 
 
@@ -255,6 +252,11 @@ def _aligned_to_plumed(cv, folder, particles, model_file, label, temperature, re
     featurizer = cv.featurizer
     n_atoms = featurizer.n_atoms
     particles = _particles(particles, n_atoms)[:n_atoms]
+    if particles.max() > 99_998:
+        raise ValueError(
+            f"particles must be system indices from 0 to 99998 for aligned coordinates (the fit template is a "
+            f"PDB file, whose atom serials, index + 1, have five digits), got up to {particles.max()}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     weights = featurizer.weights.detach().double()
     reference = featurizer.reference.detach().double()

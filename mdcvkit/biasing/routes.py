@@ -15,7 +15,7 @@ import torch
 from .boundary import NM_TO_ANGSTROM, TorchCVEvaluator, _module_dtype
 from .descriptors import DescriptorCV
 
-__all__ = ["ROUTES", "ExternalUpdater", "available_routes", "step"]
+__all__ = ["ROUTES", "ExternalUpdater", "available_routes", "check_route", "step"]
 
 
 #: live evaluators by token: OpenMM pickles a PythonForce's function when it builds a Context
@@ -238,6 +238,11 @@ def _resolve_route(route, cv):
                     continue
             return candidate
         raise ValueError("no bias route is available: install OpenMM >= 8.6 or openmm-torch")
-    if route not in ROUTES:
-        raise ValueError(f"route={route!r} is not a bias route; use one of {['auto', *ROUTES]}")
+    check_route(route)
     return route
+
+
+def check_route(route):
+    """Raise a ValueError naming the choices unless ``route`` is "auto" or one of :data:`ROUTES`."""
+    if route != "auto" and route not in ROUTES:
+        raise ValueError(f"route={route!r} is not a bias route; use one of {['auto', *ROUTES]}")

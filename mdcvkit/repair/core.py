@@ -4,12 +4,11 @@ import os
 import tempfile
 import warnings
 
-import MDAnalysis as mda
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
-from MDAnalysis.coordinates.memory import MemoryReader
 
-from .geometry import _check_groups, _distances, _frame_dataset, _Measures, _trajectory_positions
+from ..frames import in_memory, read_frames
+from .geometry import _check_groups, _distances, _frame_dataset, _Measures
 from .projection import _Leaves, _Projector
 
 __all__ = ["BondGeometryRepair", "REFINERS"]
@@ -154,7 +153,7 @@ class BondGeometryRepair(AnalysisBase):
         if self.reference is None:
             reference_positions, target_source = positions[:1], "first frame"
         else:
-            reference_positions, target_source = _trajectory_positions(self.reference, "reference"), "reference"
+            reference_positions, target_source = read_frames(self.reference, "reference")[0], "reference"
         measures = _Measures(self._atomgroup, reference_positions, self._masses)
         self.bonds, self.angles, terms = measures.bonds, measures.angles, measures.terms
         pairs = [self.bonds]
@@ -173,7 +172,7 @@ class BondGeometryRepair(AnalysisBase):
         if self.refine == "openmm":
             repaired, energies = self._refine_openmm(positions, repaired, measures.heavy)
         self.results.positions = repaired
-        self.results.universe = self._universe(repaired)
+        self.results.universe = in_memory(self._atomgroup, repaired)
         variables = {**measures(positions, "before"), **measures(repaired, "after")}
         displacement = np.sqrt(((repaired - positions)[:, measures.heavy] ** 2).sum(-1).mean(axis=1))
         variables["heavy_atom_displacement"] = (displacement, "RMS displacement of heavy atoms", "Å")
@@ -217,11 +216,6 @@ class BondGeometryRepair(AnalysisBase):
                           f"atoms trapped in {frames} frames after {_CHIRALITY_ROUNDS} rounds of restoration; "
                           "check those frames", stacklevel=3)
         return repaired, iterations, converged
-
-    def _universe(self, positions):
-        universe = mda.Merge(self._atomgroup)
-        universe.load_new(positions.astype(np.float32), format=MemoryReader)
-        return universe
 
     def _refine_openmm(self, before, projected, heavy):
         """Restrained minimisation of every frame; returns positions (Å) and energies (kJ/mol) before and after."""

@@ -15,6 +15,8 @@ from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.guesser.default_guesser import DefaultGuesser
 from scipy.spatial import cKDTree
 
+from ..frames import read_frames
+
 __all__ = ["VDW_RADII", "bonded_terms", "bond_geometry", "chirality", "count_clashes", "structure_quality"]
 
 #: Van der Waals radii (Å) by element (Bondi 1964); the report gives other elements 1.8 Å.
@@ -311,14 +313,6 @@ def _group_bonds(group, positions):
     return bonds
 
 
-def _trajectory_positions(group, name):
-    """Positions (n_frames, n_atoms, 3) in Å of ``group`` over all frames of its trajectory, checked finite."""
-    frames = np.stack([group.positions.astype(np.float64) for _ in group.universe.trajectory])
-    if not np.isfinite(frames).all():
-        raise ValueError(f"{name} has frames with NaN or infinite coordinates; pass clean frames")
-    return frames
-
-
 class _Measures:
     """Targets of an AtomGroup's bond graph from reference frames, and the geometry measures of a report.
 
@@ -399,11 +393,14 @@ def structure_quality(atomgroup, reference=None):
         be guessed.
     """
     _check_groups(atomgroup, reference)
-    positions = _trajectory_positions(atomgroup, "atomgroup")
-    reference_positions = positions[:1] if reference is None else _trajectory_positions(reference, "reference")
-    masses = np.asarray(atomgroup.masses, dtype=float)
-    measures = _Measures(atomgroup, reference_positions, masses)
-    times = np.array([ts.time for ts in atomgroup.universe.trajectory])
+    positions, times = read_frames(atomgroup)
+    if reference is None:
+        reference_positions = positions[:1]
+    elif reference.universe is atomgroup.universe and reference == atomgroup:
+        reference_positions = positions
+    else:
+        reference_positions = read_frames(reference, "reference")[0]
+    measures = _Measures(atomgroup, reference_positions, np.asarray(atomgroup.masses, dtype=float))
     report = _frame_dataset(measures(positions, ""), np.arange(len(positions)), times)
     report.attrs["targets"] = "first frame" if reference is None else "reference"
     return report
