@@ -8,10 +8,11 @@ Run from the repository root::
 What it times: ``mk.biasing.IterativeCVLearning`` with the settings of the alanine-dipeptide
 section of ``tutorials/05_iterative_learning.ipynb`` (vacuum, AMBER99SB-ILDN, no cutoff,
 HBond constraints, hydrogen mass 4 amu, LangevinMiddle 300 K 1/ps 4 fs, Reference platform;
-the 25 distances between heavy atoms three or more bonds apart; a 25-40-2-40-25 tanh
-autoencoder; 2-D eABF on a 15 x 15 grid widened by half its span on each side, κ = 40 kJ/mol per
-(CV spread)², full ABF force after 20 samples; ``--steps`` steps per iteration, a frame every
-``--sample-frequency`` steps; 100 epochs at most, patience 10; a 10-sample bootstrap
+the 21 body-frame coordinates of the heavy atoms (frame: N, CA, C of the alanine,
+``make_featurizer("frame", ...)``); a 21-40-2-40-21 tanh autoencoder; 2-D eABF on a 15 x 15
+grid widened by half its span on each side, κ = 40 kJ/mol per (CV spread)², full ABF force
+after 20 samples; ``--steps`` steps per iteration, a frame every ``--sample-frequency`` steps;
+100 epochs at most, patience 10; a 10-sample bootstrap
 threshold). Iteration 0 (unbiased sampling and the first training) is run and timed for
 reference; then one biased iteration is taken apart into the stages ``run()`` chains:
 
@@ -19,17 +20,18 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
   CustomCVForce expression (an eABF run of 0 steps and one force evaluation);
 * eABF sampling: the eABF run of ``--steps`` steps along the previous CV (the same run
   again, minus the set-up), CZAR's final estimate included;
-* featurisation: the distances of the stored frames;
+* featurisation: the body-frame coordinates of the stored frames;
 * weights: ``eabf_log_weights`` (CZAR free energy and histogram of the sampled CV) and the ESS;
 * training: a fresh autoencoder on the weighted frames;
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
 * bookkeeping: regscore against the previous CV, the score against (φ, ψ), the reweighted PMF
   and the next grid.
 
-Then the per-step cost of the two routes a learned CV can take into OpenMM, on the same
-system: the unbiased step, the compiled expression route (distance features, as above) and
-the Python route (aligned heavy-atom coordinates, 30-40-2, PythonForce with a torch forward
-and backward pass per step), each as a harmonic bias on a freshly initialised CV.
+Then the per-step cost of the routes a learned CV can take into OpenMM, on the same system:
+the unbiased step, the compiled expression route (body-frame coordinates as above, and the 25
+distances between heavy atoms three or more bonds apart) and the Python route (Kabsch-aligned
+heavy-atom coordinates, 30-40-2, PythonForce with a torch forward and backward pass per step),
+each as a harmonic bias on a freshly initialised CV.
 
 Timings depend on the machine and its load; compare stages from the same run.
 """
@@ -53,23 +55,24 @@ import mdcvkit as mk  # noqa: E402
 from mdcvkit.analysis import CollectiveVariable  # noqa: E402
 from mdcvkit.biasing import IterativeCVLearning, add_cv_bias  # noqa: E402
 from mdcvkit.biasing.iterative import _ess, _ScaledCV, eabf_log_weights  # noqa: E402
-from mdcvkit.features import AlignedPositions, PairwiseDistances  # noqa: E402
-from mdcvkit.metrics import regscore, regscore_threshold  # noqa: E402
+from mdcvkit.features import AlignedPositions, PairwiseDistances, make_featurizer  # noqa: E402
+from mdcvkit.metrics import regscore, regscore_threshold, unwrap_angles  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer  # noqa: E402
 
 
 def vacuum_alanine():
-    """System, C7eq start (Å), heavy-atom indices and distance pairs, (sin, cos)(φ, ψ) reference."""
+    """System, C7eq start (Å), heavy atoms, their body-frame featurizer and distance pairs, (φ, ψ) reference."""
     setup = mk.datasets.alanine_dipeptide_system("vacuum")  # as make_data.py, first frame of the vacuum run
     group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
     heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
-    backbone = mk.features.make_featurizer("dihedrals", group)  # (sin, cos) of φ and ψ
+    backbone = make_featurizer("dihedrals", group)
 
-    def sincos(positions):
-        return backbone(torch.as_tensor(positions)).detach().numpy()
+    def phi_psi(positions):  # degrees, cut where alanine dipeptide never goes at 300 K
+        angles = mk.features.dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), backbone.quadruplets)
+        return unwrap_angles(np.degrees(angles.numpy()), (-240, -120))
 
-    return setup.system, setup.positions * 10, heavy, pairs, sincos
+    return setup.system, setup.positions * 10, heavy, make_featurizer("frame", group), pairs, phi_psi
 
 
 def timed(function, *args, **kwargs):
@@ -102,17 +105,16 @@ def main():
     steps, route_steps = (5000, 300) if args.quick else (args.steps, args.route_steps)
     hidden, epochs = ((8,), 10) if args.quick else ((40,), 100)
     torch.set_num_threads(1)
-    system, start, heavy, pairs, sincos = vacuum_alanine()
-    featurizer = PairwiseDistances(len(heavy), pairs)
+    system, start, heavy, featurizer, pairs, phi_psi = vacuum_alanine()
     loop = IterativeCVLearning(system, featurizer, particles=heavy, positions=start / 10, temperature=300,
                                integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004), n_cv=2, hidden=hidden,
                                steps_per_iteration=steps,
                                sample_frequency=args.sample_frequency, n_bins=15, grid_margin=0.5, kappa=40.0,
-                               full_samples=20, reference=sincos,
+                               full_samples=20, reference=phi_psi,
                                trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip
     print(f"# bench_iterative: OpenMM {openmm.__version__}, torch {torch.__version__}, "
           f"{platform.node()} {platform.processor() or ''}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
-    print(f"# vacuum alanine dipeptide, {featurizer.n_features} distances, {featurizer.n_features}-"
+    print(f"# vacuum alanine dipeptide, {featurizer.n_features} body-frame coordinates, {featurizer.n_features}-"
           f"{'-'.join(map(str, hidden))}-2 encoder, {steps:,} steps ({steps * 0.004:g} ps) per iteration, "
           f"a frame every {args.sample_frequency} steps")  # fmt: skip
 
@@ -146,7 +148,7 @@ def main():
     with torch.no_grad():
         x = torch.as_tensor(positions, dtype=torch.float32)
         score = regscore(cv0(x).numpy(), cv1(x).numpy())
-        reference = regscore(cv1(x).numpy(), sincos(positions))
+        reference = regscore(cv1(x).numpy(), phi_psi(positions))
     next_grid = loop._grid(cv1, positions)
     loop._pmf(cv1, positions, log_w, next_grid)
     t_rest = time.perf_counter() - start_rest
@@ -163,19 +165,24 @@ def main():
     print()
     print_table(table)
     print(f"\n{len(positions)} frames, ESS {ess:.0f}, regscore(ξ0, ξ1) {score:.4f}, threshold {threshold:.4f}, "
-          f"score of ξ1 against (sin, cos)(φ, ψ) {reference:.4f}")  # fmt: skip
+          f"score of ξ1 against (φ, ψ) {reference:.4f}")  # fmt: skip
 
     # per-step cost of the two routes a learned CV can take
     torch.manual_seed(0)
-    distance_ae = AutoEncoder(featurizer.n_features, 2, hidden=hidden)
-    distance_cv = _ScaledCV(featurizer, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
+    frame_ae = AutoEncoder(featurizer.n_features, 2, hidden=hidden)
+    frame_cv = _ScaledCV(featurizer, frame_ae, np.zeros(2), np.ones(2)).descriptor_cv()
+    distances = PairwiseDistances(len(heavy), pairs)
+    distance_ae = AutoEncoder(distances.n_features, 2, hidden=hidden)
+    distance_cv = _ScaledCV(distances, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
     aligned = AlignedPositions(start[heavy])
     aligned_cv = CollectiveVariable(aligned, AutoEncoder(aligned.n_features, 2, hidden=hidden)).eval()
     base = per_step(system, start / 10, route_steps * 10)
+    frame = per_step(system, start / 10, route_steps * 10, frame_cv, heavy, "expression")
     expression = per_step(system, start / 10, route_steps * 10, distance_cv, heavy, "expression")
     python = per_step(system, start / 10, route_steps, aligned_cv, heavy, "python")
     table = [("run (Reference platform, 4 fs)", "ms/step", "ratio to unbiased")]
-    for name, t in (("unbiased", base), ("expression route: distances -> MLP", expression),
+    for name, t in (("unbiased", base), ("expression route: body-frame coordinates -> MLP", frame),
+                    ("expression route: distances -> MLP", expression),
                     ("python route: aligned coordinates -> MLP", python)):  # fmt: skip
         table.append((name, f"{t * 1e3:.4f}", f"{t / base:.1f}"))
     print()

@@ -29,6 +29,8 @@ from torch import nn
 __all__ = [
     "Featurizer",
     "AlignedPositions",
+    "FramePositions",
+    "frame_coordinates",
     "Positions",
     "PairwiseDistances",
     "separated_pairs",
@@ -164,6 +166,87 @@ class AlignedPositions(Featurizer):
         return aligned.flatten(1)
 
 
+def frame_coordinates(positions, frame, atoms):
+    """Coordinates of ``atoms`` in the body frame of three atoms (rotation- and translation-free).
+
+    The frame of atoms ``(o, a, b)`` has its origin on ``o``, its x axis towards ``a``, its y axis
+    in the plane of ``o``, ``a`` and ``b`` (towards ``b``), and z = x × y, so that mirror images
+    (e.g. the C7eq and C7ax conformers of alanine dipeptide) get coordinates of opposite sign.
+
+    Parameters
+    ----------
+    positions : torch.Tensor, shape (n_frames, n_atoms, 3)
+        Coordinates in Å.
+    frame : sequence of 3 int
+        Indices ``(o, a, b)`` of the frame atoms in ``positions``; they must not be collinear.
+    atoms : sequence of int
+        Indices of the atoms whose coordinates are returned.
+
+    Returns
+    -------
+    torch.Tensor, shape (n_frames, len(atoms), 3)
+        Coordinates in Å along the frame axes.
+    """
+    o, a, b = (positions[:, k] for k in frame)
+    e1 = a - o
+    e1 = e1 / torch.linalg.vector_norm(e1, dim=-1, keepdim=True)
+    v = b - o
+    e2 = v - (v * e1).sum(-1, keepdim=True) * e1
+    e2 = e2 / torch.linalg.vector_norm(e2, dim=-1, keepdim=True)
+    e3 = torch.linalg.cross(e1, e2)
+    axes = torch.stack([e1, e2, e3], dim=-1)  # (n_frames, 3, 3), columns are the axes
+    return (positions[:, list(atoms)] - o[:, None]) @ axes
+
+
+class FramePositions(Featurizer):
+    """Cartesian positions in the body frame of three atoms: aligned coordinates that compile.
+
+    Like :class:`AlignedPositions` the features do not change under rigid motions and do change
+    under reflection, but the frame is fixed by three atoms instead of a least-squares fit, so a
+    CV built on them has a closed form that OpenMM evaluates without Python
+    (:class:`mdcvkit.biasing.descriptors.FramePosition`). Choose frame atoms that stay rigid
+    relative to each other, e.g. N, CA and C of one residue.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Number of atoms of the AtomGroup.
+    frame : sequence of 3 int
+        Indices ``(o, a, b)`` of the origin, x-axis and xy-plane atoms (see :func:`frame_coordinates`).
+    names : sequence of str, optional
+        Atom names, used in the feature labels.
+
+    Notes
+    -----
+    The frame atoms themselves are left out of the features (their frame coordinates are bond
+    lengths and an angle): ``3 (n_atoms - 3)`` features.
+    """
+
+    def __init__(self, n_atoms, frame, names=None):
+        super().__init__()
+        self.n_atoms = int(n_atoms)
+        frame = tuple(int(k) for k in frame)
+        if len(frame) != 3 or len(set(frame)) != 3 or not all(0 <= k < self.n_atoms for k in frame):
+            raise ValueError(
+                f"frame={frame!r} must be 3 distinct atom indices in [0, {self.n_atoms}), e.g. the N, CA "
+                "and C of one residue"
+            )
+        if self.n_atoms < 4:
+            raise ValueError(f"n_atoms={self.n_atoms}: FramePositions needs at least one atom besides the frame")
+        self.frame = frame
+        self.atoms = [k for k in range(self.n_atoms) if k not in frame]
+        self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
+        self.labels = [f"{self.names[k]}:{ax}" for k in self.atoms for ax in "xyz"]
+        self.feature_atoms = [(k, *frame) for k in self.atoms for _ in range(3)]
+
+    def get_config(self):
+        return {"n_atoms": self.n_atoms, "frame": list(self.frame), "names": self.names}
+
+    def forward(self, positions, box=None):
+        self.check_positions(positions)
+        return frame_coordinates(positions, self.frame, self.atoms).flatten(1)
+
+
 class Positions(Featurizer):
     """Raw Cartesian positions (no fit): for toy systems and pre-aligned data.
 
@@ -246,8 +329,7 @@ class PairwiseDistances(Featurizer):
         self.feature_atoms = [(int(i), int(j)) for i, j in pairs]
 
     def get_config(self):
-        return {"n_atoms": self.n_atoms, "pairs": self.pairs.tolist(), "periodic": self.uses_box,
-                "names": self.names}
+        return {"n_atoms": self.n_atoms, "pairs": self.pairs.tolist(), "periodic": self.uses_box, "names": self.names}
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
@@ -312,8 +394,11 @@ class Dihedrals(Featurizer):
         self.feature_atoms = [tuple(int(i) for i in q) for q in quadruplets for _ in range(2)]
 
     def get_config(self):
-        return {"n_atoms": self.n_atoms, "quadruplets": self.quadruplets.tolist(),
-                "dihedral_names": self.dihedral_names}
+        return {
+            "n_atoms": self.n_atoms,
+            "quadruplets": self.quadruplets.tolist(),
+            "dihedral_names": self.dihedral_names,
+        }
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
@@ -367,7 +452,9 @@ def featurizer_config(featurizer):
 
 def featurizer_from_config(config):
     """Rebuild a featurizer from :func:`featurizer_config` output."""
-    classes = {c.__name__: c for c in (AlignedPositions, Positions, PairwiseDistances, Dihedrals, Concatenate)}
+    classes = {
+        c.__name__: c for c in (AlignedPositions, FramePositions, Positions, PairwiseDistances, Dihedrals, Concatenate)
+    }
     kwargs = dict(config["kwargs"])
     if config["class"] == "Concatenate":
         kwargs["featurizers"] = [featurizer_from_config(c) for c in kwargs["featurizers"]]
@@ -435,8 +522,9 @@ def separated_pairs(atomgroup, min_bonds=3):
     try:
         bonds = universe.bonds.indices
     except (AttributeError, NoDataError) as err:
-        raise ValueError("the Universe of atomgroup has no bonds; load a topology with bonds or call "
-                         "u.atoms.guess_bonds()") from err
+        raise ValueError(
+            "the Universe of atomgroup has no bonds; load a topology with bonds or call u.atoms.guess_bonds()"
+        ) from err
     n = universe.atoms.n_atoms
     graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
     hops = shortest_path(graph, directed=False, unweighted=True, indices=atomgroup.indices)[:, atomgroup.indices]
@@ -464,8 +552,7 @@ def _positions(atomgroup, reference, periodic):
 def _distances(atomgroup, reference, periodic):
     if atomgroup.n_atoms < 2:
         raise ValueError(
-            f"features='distances' needs at least 2 atoms, but the AtomGroup has {atomgroup.n_atoms}; "
-            "select more atoms"
+            f"features='distances' needs at least 2 atoms, but the AtomGroup has {atomgroup.n_atoms}; select more atoms"
         )
     return PairwiseDistances(atomgroup.n_atoms, periodic=periodic, names=atom_names(atomgroup))
 
@@ -481,9 +568,26 @@ def _dihedrals(atomgroup, reference, periodic):
     return Dihedrals(atomgroup.n_atoms, quadruplets, names)
 
 
+def _frame(atomgroup, reference, periodic):
+    residues = []
+    for residue in atomgroup.residues:
+        found = [np.flatnonzero((atomgroup.resindices == residue.resindex) & (atomgroup.names == name))
+                 for name in ("CA", "N", "C")]  # fmt: skip
+        if all(len(k) == 1 for k in found):
+            residues.append([int(k[0]) for k in found])
+    if not residues or atomgroup.n_atoms < 4:
+        raise ValueError(
+            f"features='frame' needs the N, CA and C of one residue in the AtomGroup of {atomgroup.n_atoms} "
+            "atoms, plus at least one other atom; select the backbone, or build "
+            "FramePositions(n_atoms, frame=(origin, x_atom, plane_atom)) with atoms of your choice"
+        )
+    return FramePositions(atomgroup.n_atoms, residues[len(residues) // 2], names=atom_names(atomgroup))
+
+
 #: Featurizer builders by name: ``builder(atomgroup, reference_positions, periodic) -> Featurizer``.
 FEATURIZERS = {
     "aligned": _aligned,
+    "frame": _frame,
     "positions": _positions,
     "distances": _distances,
     "dihedrals": _dihedrals,
@@ -496,8 +600,9 @@ def make_featurizer(features, atomgroup, reference=None, periodic=False):
     Parameters
     ----------
     features : str, list of str, or Featurizer
-        One of ``FEATURIZERS`` (``"aligned"``, ``"positions"``, ``"distances"``,
-        ``"dihedrals"``), a list of them (concatenated), or a ready featurizer.
+        One of ``FEATURIZERS`` (``"aligned"``, ``"frame"`` (body frame of N, CA, C of the middle
+        residue), ``"positions"``, ``"distances"``, ``"dihedrals"``), a list of them
+        (concatenated), or a ready featurizer.
     atomgroup : MDAnalysis.core.groups.AtomGroup
         The atoms the features are computed from.
     reference : array_like, shape (n_atoms, 3), optional
@@ -612,7 +717,7 @@ class FeatureCollector(AnalysisBase):
         box = None if self._boxes is None else torch.from_numpy(_box_matrices(self._boxes[:n]))
         with torch.no_grad():
             values = self.featurizer(torch.from_numpy(positions), box).numpy()
-        self.results.features[self._chunk_start:self._chunk_start + n] = values
+        self.results.features[self._chunk_start : self._chunk_start + n] = values
         self._chunk_start += n
 
     def _get_aggregator(self):

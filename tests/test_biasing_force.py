@@ -15,6 +15,7 @@ import mdcvkit as mk
 from mdcvkit.biasing import (
     DescriptorCV,
     Distance,
+    FramePosition,
     Position,
     TorchCVEvaluator,
     Torsion,
@@ -43,12 +44,8 @@ def alanine():
 def ae_like_cv(seed=0, activation=nn.Tanh):
     """A small encoder on sin/cos of (phi, psi), as an AE CV would be (2 components)."""
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Linear(4, 6), activation(), nn.Linear(6, 5), activation(), nn.Linear(5, 2)
-    ).double()
-    return DescriptorCV(
-        [Torsion(*PHI), Torsion(*PSI)], model=model, mean=[0.1, -0.2, 0.3, 0.0], std=[0.7] * 4
-    )
+    model = nn.Sequential(nn.Linear(4, 6), activation(), nn.Linear(6, 5), activation(), nn.Linear(5, 2)).double()
+    return DescriptorCV([Torsion(*PHI), Torsion(*PSI)], model=model, mean=[0.1, -0.2, 0.3, 0.0], std=[0.7] * 4)
 
 
 def torch_dihedral(positions):
@@ -75,9 +72,7 @@ class PositionMLP(nn.Module):
 
 
 def _bias_state(system, positions, group=BIAS_GROUP):
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference")
-    )
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
     return context
 
@@ -101,9 +96,7 @@ def _finite_difference_forces(context, positions, h=1e-5, bias=None):
                 context.setPositions(shifted)
                 if getattr(bias, "updater", None) is not None:
                     bias.updater.update(context)
-                energies.append(
-                    context.getState(getEnergy=True, groups={BIAS_GROUP}).getPotentialEnergy()._value
-                )
+                energies.append(context.getState(getEnergy=True, groups={BIAS_GROUP}).getPotentialEnergy()._value)
             forces[i, d] = -(energies[0] - energies[1]) / (2 * h)
     return forces
 
@@ -201,9 +194,7 @@ def test_torsion_descriptor_matches_openmm_convention(alanine):
     for _ in range(len(positions)):
         system.addParticle(1.0)
     system.addForce(torsion)
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference")
-    )
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
     assert context.getState(getEnergy=True).getPotentialEnergy()._value == pytest.approx(phi, rel=1e-10)
     assert -np.pi < phi < 0  # C7eq: phi ~ -80 degrees
@@ -243,9 +234,7 @@ def test_verlet_conserves_energy_with_bias(alanine, route):
         s = openmm.XmlSerializer.clone(system)
         biases = []
         if biased:
-            biases.append(
-                add_cv_bias(s, ae_like_cv(), HARMONIC, positions, route=route, parameters={"k": 200.0})
-            )
+            biases.append(add_cv_bias(s, ae_like_cv(), HARMONIC, positions, route=route, parameters={"k": 200.0}))
         integrator = openmm.VerletIntegrator(0.0005)
         context = openmm.Context(s, integrator, openmm.Platform.getPlatformByName("Reference"))
         context.setPositions(positions)
@@ -297,9 +286,7 @@ def test_cv_with_wrong_output_shape(alanine):
 def test_cv_not_finite_at_start(alanine):
     system, positions = alanine
     with pytest.raises(ValueError, match="the CV is not finite at the given positions"):
-        add_cv_bias(
-            openmm.XmlSerializer.clone(system), lambda x: torch_dihedral(x) / 0.0 * 0.0, "cv0", positions
-        )
+        add_cv_bias(openmm.XmlSerializer.clone(system), lambda x: torch_dihedral(x) / 0.0 * 0.0, "cv0", positions)
 
 
 def test_particle_count_mismatch(alanine):
@@ -378,9 +365,7 @@ class Dihedrals(nn.Module):
         self.register_buffer("quadruplets", torch.tensor(quadruplets))
 
     def forward(self, positions, box=None):
-        angles = torch.cat(
-            [Torsion(*q.tolist(), trig=False)(positions)[:, None] for q in self.quadruplets], 1
-        )
+        angles = torch.cat([Torsion(*q.tolist(), trig=False)(positions)[:, None] for q in self.quadruplets], 1)
         return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(len(positions), -1)
 
 
@@ -429,9 +414,7 @@ def test_fitted_cv_on_invariant_features_compiles(alanine):
     fitted = FittedCV(Concatenate([Dihedrals([PHI, PSI]), PairwiseDistances([[1, 18], [4, 14]])]), 6)
     cv = DescriptorCV.from_collective_variable(fitted, positions[None] * 10)
     x = torch.tensor(positions[None] * 10)
-    np.testing.assert_allclose(
-        cv(x).detach().numpy(), fitted(x.float()).detach().numpy(), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(cv(x).detach().numpy(), fitted(x.float()).detach().numpy(), rtol=1e-5, atol=1e-6)
     biased = openmm.XmlSerializer.clone(system)
     force = add_cv_bias(biased, cv, "cv0 - cv1", positions, force_group=BIAS_GROUP)
     assert force.route == "expression"
@@ -450,9 +433,7 @@ def test_python_route_takes_closures(alanine):
     biased = openmm.XmlSerializer.clone(system)
     add_cv_bias(biased, lambda x: scale * torch_dihedral(x), "cv0^2", positions, force_group=BIAS_GROUP)
     energy, _ = _energy_and_forces(_bias_state(biased, positions), positions)
-    assert energy == pytest.approx(
-        (scale * evaluate_cv(torch_dihedral, positions * 10)[0, 0]) ** 2, rel=1e-10
-    )
+    assert energy == pytest.approx((scale * evaluate_cv(torch_dihedral, positions * 10)[0, 0]) ** 2, rel=1e-10)
     restored = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(biased))  # same process
     energy_restored, _ = _energy_and_forces(_bias_state(restored, positions), positions)
     assert energy_restored == pytest.approx(energy, rel=1e-12)
@@ -487,3 +468,33 @@ def test_wide_input_packs_the_first_layer(alanine):
     wide = DescriptorCV(distances, model=nn.Sequential(nn.Linear(45, 40), nn.Tanh(), nn.Linear(40, 1)))
     with pytest.raises(ValueError, match="needs 40 OpenMM collective variables, more than 30"):
         wide.openmm_expression(list(range(22)))
+
+
+@pytest.mark.parametrize("width", [22, 4])
+def test_frame_coordinates_compile(alanine, width):
+    """A CV on body-frame coordinates compiles: per descriptor (wide first layer) or packed per unit
+    (narrow); energies equal the torch CV and forces match the Python route and finite differences."""
+    system, positions = alanine
+    heavy = [1, 4, 5, 6, 8, 10, 14, 15, 16, 18]
+    frame = (8, 6, 14)  # CA, N, C
+    descriptors = [FramePosition(a, frame, axis) for a in heavy if a not in frame for axis in range(3)]
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(21, width), nn.Tanh(), nn.Linear(width, 2)).double()
+    rng = np.random.default_rng(1)
+    cv = DescriptorCV(descriptors, model=model, mean=rng.normal(size=21), std=rng.uniform(1.0, 3.0, size=21))
+    forces, _ = cv.openmm_expression(list(range(22)))
+    assert len(forces) == (21 if width == 22 else width)
+    results = []
+    for route in ("python", "expression"):
+        biased = openmm.XmlSerializer.clone(system)
+        force = add_cv_bias(biased, cv, HARMONIC, positions, route=route, parameters={"k": 80.0},
+                            force_group=BIAS_GROUP)  # fmt: skip
+        context = _bias_state(biased, positions)
+        results.append(_energy_and_forces(context, positions, force))
+    xi = evaluate_cv(cv, positions * 10)[0]
+    assert results[1][0] == pytest.approx(0.5 * 80.0 * ((xi[0] - 0.3) ** 2 + (xi[1] + 0.1) ** 2), rel=1e-10)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-8, atol=1e-8)
+    fd = _finite_difference_forces(context, positions, bias=force)
+    assert np.abs(results[1][1] - fd).max() / np.abs(results[1][1]).max() <= 1e-4
+    with pytest.raises(ValueError, match=r"frame=\(8, 8, 14\) must be 3 distinct"):
+        FramePosition(1, (8, 8, 14))

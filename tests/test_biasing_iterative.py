@@ -12,7 +12,7 @@ from mdcvkit import systems
 from mdcvkit.biasing import ExtendedABF, IterativeCVLearning
 from mdcvkit.biasing.iterative import eabf_log_weights
 from mdcvkit.features import AlignedPositions, PairwiseDistances, Positions, dihedral_angles
-from mdcvkit.metrics import regscore
+from mdcvkit.metrics import regscore, unwrap_angles
 from mdcvkit.training import Trainer
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
@@ -144,6 +144,27 @@ def test_resume_from_state_file(toy, tmp_path):
         make(toy, max_iterations=2, state_file=state, n_bins=40, **kwargs).run()
 
 
+def test_accumulate_trains_on_all_frames_so_far(toy, tmp_path):
+    """accumulate=True: ξ_i is trained on the frames of iterations 0..i, each iteration's normalised
+    weights scaled by its effective sample size; the state keeps them, and a resumed run is the same."""
+    state = tmp_path / "state.pt"
+    kwargs = {"steps_per_iteration": 200_000, "min_score": 1.0, "accumulate": True}
+    make(toy, max_iterations=1, state_file=state, **kwargs).run()
+    resumed = make(toy, max_iterations=2, state_file=state, **kwargs).run()
+    training = torch.load(state, weights_only=False)["training"]
+    it = resumed.results.iterations
+    assert len(training) == 3 and [len(f) for f, _ in training] == list(it.n_frames.values.astype(int))
+    for (_, log_w), ess in zip(training, it.ess.values, strict=True):
+        assert np.exp(log_w).sum() == pytest.approx(ess, rel=1e-9)
+    np.testing.assert_allclose(training[0][1], np.log(it.ess.values[0] / it.n_frames.values[0]))
+    whole = make(toy, max_iterations=2, **kwargs).run()
+    xr.testing.assert_allclose(resumed.results.iterations.drop_vars("pmf"), whole.results.iterations.drop_vars("pmf"))
+    separate = make(toy, max_iterations=2, steps_per_iteration=200_000, min_score=1.0).run()
+    assert not np.allclose(separate.results.iterations.regscore[2], it.regscore[2])
+    with pytest.raises(ValueError, match=r"was written with accumulate=True but this run has accumulate=False"):
+        make(toy, max_iterations=2, state_file=state, steps_per_iteration=200_000, min_score=1.0).run()
+
+
 def test_default_min_score_is_the_bootstrap_threshold(toy):
     loop = make(toy, steps_per_iteration=200_000, min_score=None, max_iterations=1, n_bootstrap=3,
                 production_steps=20_000).run()  # fmt: skip
@@ -158,39 +179,41 @@ def alanine():
     """Vacuum alanine dipeptide as the shipped data were made, starting in C7eq.
 
     The start is the first frame of the shipped vacuum run, (φ, ψ) = (-93°, 83°)
-    (``mk.datasets.alanine_dipeptide_system``).
+    (``mk.datasets.alanine_dipeptide_system``). The reference CV is (φ, ψ) in degrees, cut where the
+    system never goes (``unwrap_angles``).
     """
     setup = mk.datasets.alanine_dipeptide_system("vacuum")
     group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
     heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
     dihedrals = torch.tensor([[heavy.index(k) for k in q] for q in (PHI, PSI)])
 
-    def sincos(positions):
-        angles = dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy()
-        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+    def phi_psi(positions):
+        return np.degrees(dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), dihedrals).numpy())
 
     return SimpleNamespace(setup=setup, system=setup.system, start=setup.positions * 10, heavy=heavy, pairs=pairs,
-                           sincos=sincos,
-                           phi_psi=lambda x: np.degrees(dihedral_angles(torch.as_tensor(x, dtype=torch.float64),
-                                                                        dihedrals).numpy()))  # fmt: skip
+                           group=group, phi_psi=phi_psi,
+                           reference=lambda x: unwrap_angles(phi_psi(x), (-240, -120)))  # fmt: skip
 
 
 def alanine_loop(alanine, featurizer, **kwargs):
     return IterativeCVLearning(alanine.system, featurizer, particles=alanine.heavy, positions=alanine.start / 10,
                                temperature=300, integrator=alanine.setup.integrator(), n_cv=2, sample_frequency=10,
-                               reference=alanine.sincos, trainer=Trainer(max_epochs=20, patience=5),
+                               reference=alanine.reference, trainer=Trainer(max_epochs=20, patience=5),
                                **kwargs)  # fmt: skip
 
 
-def test_alanine_dipeptide_loop_with_distances(alanine, tmp_path):
-    """FEBILAE on vacuum alanine dipeptide (short): 25 heavy-atom distances, 25-8-2-8-25, compiled route.
-
-    The distances are those of heavy atoms three or more bonds apart (bonded and angle pairs are nearly
-    rigid); 25 keeps the compiled CustomCVForce under OpenMM's 32 collective variables.
-    """
+@pytest.mark.parametrize("features", ["frame", "distances"])
+def test_alanine_dipeptide_loop_compiles_the_cv(alanine, features, tmp_path):
+    """FEBILAE on vacuum alanine dipeptide (short), 8 hidden units, compiled route: the 21 body-frame
+    coordinates of the heavy atoms (frame N, CA, C of the alanine) or the 25 distances between heavy atoms
+    three or more bonds apart (bonded and angle pairs are nearly rigid)."""
     assert alanine.phi_psi(alanine.start[alanine.heavy][None])[0, 0] < 0  # C7eq
-    featurizer = PairwiseDistances(len(alanine.heavy), alanine.pairs)
-    assert featurizer.n_features == 25
+    if features == "frame":
+        featurizer = mk.features.make_featurizer("frame", alanine.group)
+        assert featurizer.n_features == 21
+    else:
+        featurizer = PairwiseDistances(len(alanine.heavy), alanine.pairs)
+        assert featurizer.n_features == 25
     loop = alanine_loop(alanine, featurizer, hidden=(8,), steps_per_iteration=5000, max_iterations=1, n_bins=10,
                         n_bootstrap=2, production_steps=2000, state_file=tmp_path / "ala.pt").run()  # fmt: skip
     results = loop.results
@@ -198,11 +221,10 @@ def test_alanine_dipeptide_loop_with_distances(alanine, tmp_path):
     assert it.sizes["iteration"] == 2 and np.all(it.n_frames.values == 500)
     assert it.pmf.dims == ("iteration", "bin0", "bin1") and it.pmf.shape == (2, 10, 10)
     assert it.reference_score.attrs["long_name"] == "regscore of the reference against the CV"
-    # the reference score is regscore(ξ_i, (sin φ, sin ψ, cos φ, cos ψ)) on the frames of iteration i
-    # (the state file keeps the last iteration's)
+    # the reference score is regscore(ξ_i, (φ, ψ)) on the frames of iteration i (the state file keeps the last)
     last = torch.load(tmp_path / "ala.pt", weights_only=False)["positions"]
     with torch.no_grad():
-        expected = regscore(results.cv(torch.as_tensor(last)).numpy(), alanine.sincos(last))
+        expected = regscore(results.cv(torch.as_tensor(last)).numpy(), alanine.reference(last))
     assert 0 < expected <= 1
     assert float(it.reference_score[1]) == pytest.approx(expected, abs=1e-4)
     assert np.all(np.isfinite(it.reference_score.values))

@@ -13,7 +13,7 @@ from torch import nn
 
 from mdcvkit.analysis import CollectiveVariable
 from mdcvkit.biasing import DescriptorCV, Distance, Position, Torsion, to_openmm_torch, to_plumed
-from mdcvkit.features import AlignedPositions, Positions
+from mdcvkit.features import AlignedPositions, FramePositions, Positions
 from mdcvkit.models import MODELS
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
@@ -210,6 +210,33 @@ def test_emulated_plumed_gives_the_cv_and_its_gradient(aligned_cv, alanine_nm, t
             reference[HEAVY] = grad_angstrom.numpy() * 10  # per nm
             scale = np.abs(reference).max()
             np.testing.assert_allclose(plumed_grad, reference, rtol=0, atol=2e-4 * scale)
+
+
+def test_frame_cv_exports_positions_and_the_model_builds_the_frame(alanine_nm, tmp_path):
+    """Body-frame coordinates: POSITION of each atom (no fit), the traced model gives the CV (nm in)."""
+    featurizer = FramePositions(10, (4, 3, 6))
+    torch.manual_seed(0)
+    model = MODELS["ae"](21, 2, hidden=(8,), activation="tanh", scale_groups=featurizer.scale_groups)
+    frames = torch.as_tensor(
+        alanine_nm[HEAVY][None] * 10 + np.random.default_rng(2).normal(scale=0.3, size=(50, 10, 3))
+    )
+    model.normalization.fit(featurizer(frames.float()))
+    frame_cv = CollectiveVariable(featurizer, model).double()
+    path = to_plumed(frame_cv, tmp_path, particles=HEAVY)
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    assert lines[0] == "p0: POSITION ATOM=2 NOPBC" and lines[9] == "p9: POSITION ATOM=19 NOPBC"
+    assert lines[10].startswith("cv: PYTORCH_MODEL FILE=model.ptc ARG=p0.x,p0.y,p0.z,p1.x,")
+    assert not (tmp_path / "reference.pdb").exists()
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["frame"] == [9, 7, 15] and meta["input_shape"] == [1, 30]
+    traced = torch.jit.load(str(tmp_path / "model.ptc"))
+    atoms, axes = plumed_arguments(path)
+    system = Rotation.random(random_state=4).apply(alanine_nm) + 1.5  # nm, rotated and shifted
+    out = traced(torch.tensor(system[atoms, axes][None], dtype=torch.float32))
+    expected = frame_cv(torch.tensor(system[HEAVY][None] * 10))
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="a DescriptorCV of body-frame coordinates has no PLUMED form"):
+        to_plumed(DescriptorCV.from_collective_variable(frame_cv), tmp_path / "descriptors")
 
 
 def test_fitted_cv_on_raw_positions_cannot_be_exported(tmp_path):

@@ -13,11 +13,13 @@ from mdcvkit.features import (
     Concatenate,
     Dihedrals,
     FeatureCollector,
+    FramePositions,
     PairwiseDistances,
     Positions,
     backbone_dihedral_indices,
     featurizer_config,
     featurizer_from_config,
+    frame_coordinates,
     kabsch_align,
     make_featurizer,
     separated_pairs,
@@ -79,14 +81,51 @@ def test_aligned_gradient_is_finite_and_translation_free(ala2):
     assert torch.autograd.gradcheck(featurizer, (x.detach().clone().requires_grad_(),), eps=1e-6, atol=1e-4)
 
 
+def test_frame_positions_see_rigid_motions_not_reflections(ala2):
+    """Body-frame coordinates: unchanged by rotation and translation; a mirror image flips z only."""
+    heavy = ala2.select_atoms("not name H*")
+    ala2.trajectory[77]
+    featurizer = make_featurizer("frame", heavy).double()
+    assert isinstance(featurizer, FramePositions)
+    assert [heavy.names[k] for k in featurizer.frame] == ["CA", "N", "C"]
+    assert featurizer.n_features == 3 * (heavy.n_atoms - 3) == len(featurizer.feature_atoms)
+    x = heavy.positions.astype(np.float64)
+    a = featurizer(torch.from_numpy(x[None]))
+    moved = x @ random_rotation(5).T + np.array([-3.0, 8.0, 1.5])
+    torch.testing.assert_close(featurizer(torch.from_numpy(moved[None])), a, atol=1e-9, rtol=0)
+    mirrored = featurizer(torch.from_numpy((x * [1.0, 1.0, -1.0])[None])).reshape(-1, 3)
+    torch.testing.assert_close(mirrored, a.reshape(-1, 3) * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    # distances from the origin atom are kept; the axes are orthonormal and right-handed
+    origin = x[featurizer.frame[0]]
+    np.testing.assert_allclose(np.linalg.norm(a.reshape(-1, 3).numpy(), axis=1),
+                               np.linalg.norm(x[featurizer.atoms] - origin, axis=1), rtol=1e-12)  # fmt: skip
+    frame = frame_coordinates(torch.from_numpy(x[None]), featurizer.frame, featurizer.frame)[0].numpy()
+    assert frame[1, 1] == pytest.approx(0, abs=1e-12) and frame[1, 0] > 0  # N on +x
+    assert frame[2, 2] == pytest.approx(0, abs=1e-12) and frame[2, 1] > 0  # C in the xy plane, y > 0
+    rebuilt = featurizer_from_config(featurizer_config(featurizer)).double()
+    torch.testing.assert_close(rebuilt(torch.from_numpy(x[None])), a, rtol=0, atol=0)
+
+
+def test_frame_positions_bad_arguments(ala2):
+    with pytest.raises(ValueError, match=r"frame=\(1, 1, 2\) must be 3 distinct atom indices in \[0, 10\)"):
+        FramePositions(10, (1, 1, 2))
+    with pytest.raises(ValueError, match=r"frame=\(0, 1, 12\)"):
+        FramePositions(10, (0, 1, 12))
+    with pytest.raises(ValueError, match="at least one atom besides the frame"):
+        FramePositions(3, (0, 1, 2))
+    with pytest.raises(ValueError, match="features='frame' needs the N, CA and C of one residue"):
+        make_featurizer("frame", ala2.select_atoms("name CA CB O"))
+
+
 def test_distances_match_mdanalysis_triclinic_box():
     rng = np.random.default_rng(0)
     dims = np.array([30.0, 35.0, 40.0, 70.0, 80.0, 65.0], dtype=np.float32)
     box = triclinic_vectors(dims)
     positions = (rng.random((4, 12, 3)) @ box).astype(np.float32) * 1.3  # some atoms outside the box
     featurizer = PairwiseDistances(12, periodic=True)
-    ours = featurizer(torch.from_numpy(positions).double(),
-                      torch.from_numpy(np.repeat(box[None], 4, 0)).double()).numpy()
+    ours = featurizer(
+        torch.from_numpy(positions).double(), torch.from_numpy(np.repeat(box[None], 4, 0)).double()
+    ).numpy()
     pairs = featurizer.pairs.numpy()
     for f in range(4):
         theirs = calc_bonds(positions[f, pairs[:, 0]], positions[f, pairs[:, 1]], box=dims)
@@ -132,8 +171,7 @@ def test_collector_matches_direct_featurization(ala2, features):
     heavy = ala2.select_atoms("not name H*")
     featurizer = make_featurizer(features, heavy)
     collector = FeatureCollector(heavy, featurizer, chunk_size=7).run(stop=50)
-    direct = np.array([featurizer(torch.from_numpy(heavy.positions[None])).numpy()[0]
-                       for _ in ala2.trajectory[:50]])
+    direct = np.array([featurizer(torch.from_numpy(heavy.positions[None])).numpy()[0] for _ in ala2.trajectory[:50]])
     np.testing.assert_allclose(collector.results.features, direct, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(collector.frames, np.arange(50))
 
@@ -142,8 +180,7 @@ def test_collector_parallel_backend_equals_serial(ala2):
     heavy = ala2.select_atoms("not name H*")
     featurizer = make_featurizer("aligned", heavy)
     serial = FeatureCollector(heavy, featurizer, chunk_size=16).run(stop=101)
-    parallel = FeatureCollector(heavy, featurizer, chunk_size=16).run(stop=101, backend="multiprocessing",
-                                                                        n_workers=2)
+    parallel = FeatureCollector(heavy, featurizer, chunk_size=16).run(stop=101, backend="multiprocessing", n_workers=2)
     np.testing.assert_array_equal(serial.results.features, parallel.results.features)
 
 
@@ -152,8 +189,9 @@ def test_collector_spills_to_memory_map(ala2):
     featurizer = make_featurizer("positions", heavy)
     collector = FeatureCollector(heavy, featurizer, memory_budget=100).run(stop=20)
     assert isinstance(collector.results.features, np.memmap)
-    np.testing.assert_allclose(collector.results.features[3], heavy.universe.trajectory[3].positions[
-        heavy.indices].reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        collector.results.features[3], heavy.universe.trajectory[3].positions[heavy.indices].reshape(-1), rtol=1e-6
+    )
 
 
 def test_collector_uses_box_of_periodic_universe():

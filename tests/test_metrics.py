@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from sklearn.linear_model import LinearRegression
 
-from mdcvkit.metrics import knn_score, regscore, regscore_threshold
+import mdcvkit as mk
+from mdcvkit.metrics import knn_score, regscore, regscore_threshold, unwrap_angles
 
 
 def test_regscore_matches_scikit_learn():
@@ -65,3 +67,26 @@ def test_knn_score_sees_determined_and_undetermined_targets():
     labelled = xr.DataArray(cv, dims=("frame", "cv"), coords={"trajectory": ("frame", np.repeat([0, 1], 2000))})
     targets = np.c_[np.cos(2 * t), rng.normal(size=4000)]
     assert float(knn_score(labelled, targets)) == float(knn_score(cv, targets, lengths=[2000, 2000]))
+
+
+def test_unwrap_angles_makes_torsions_a_linear_reference():
+    """On the shipped vacuum run (C7eq and C5), (φ, ψ) cut where the system never goes is a clean affine
+    reference; the same angles explain only part of their own sines and cosines (see unwrap_angles)."""
+    universe = mk.datasets.alanine_dipeptide("vacuum")
+    group = universe.select_atoms("not name H*")
+    dihedrals = mk.features.make_featurizer("dihedrals", group)
+    positions = np.array([group.positions.copy() for _ in universe.trajectory[::10]])
+    raw = np.degrees(mk.features.dihedral_angles(torch.as_tensor(positions, dtype=torch.float64),
+                                                 dihedrals.quadruplets).numpy())  # fmt: skip
+    angles = unwrap_angles(raw, (-240, -120))
+    assert np.all((angles >= [-240, -120]) & (angles < [120, 240]))
+    np.testing.assert_allclose(np.sin(np.radians(angles)), np.sin(np.radians(raw)), atol=1e-12)
+    assert np.ptp(angles[:, 0]) < 180 and np.ptp(angles[:, 1]) < 300  # neither torsion is cut
+    assert np.ptp(raw[:, 1]) > 350  # ψ of C5 crosses ±180° uncut
+    trig = dihedrals(torch.as_tensor(positions)).numpy()
+    assert regscore(angles, trig) < 0.85
+    assert regscore(2.0 * angles + 3.0, angles) == pytest.approx(1.0)
+    assert regscore(raw, angles) < 0.9  # the uncut angles are not an affine function of the cut ones
+    np.testing.assert_allclose(unwrap_angles([-190.0, 370.0], 0), [170.0, 10.0])
+    with pytest.raises(ValueError, match="one lower bound per column"):
+        unwrap_angles(np.zeros((3, 2)), (0, 0, 0))

@@ -9,7 +9,7 @@ Modules: :mod:`~mdcvkit.biasing.boundary` (nm <-> Å, CV values and gradients),
 
 from .boundary import NM_TO_ANGSTROM, TorchCVEvaluator, evaluate_cv
 from .czar import CZARAccumulator, czar, integrate_gradient
-from .descriptors import ACTIVATIONS, Descriptor, DescriptorCV, Distance, Position, Torsion
+from .descriptors import ACTIVATIONS, Descriptor, DescriptorCV, Distance, FramePosition, Position, Torsion
 from .eabf import ExtendedABF
 from .force import add_cv_bias, cv_collective_variables, cv_force, fastest_platform
 from .grid import Grid
@@ -23,6 +23,7 @@ __all__ = [
     "DescriptorCV",
     "Distance",
     "Position",
+    "FramePosition",
     "Torsion",
     "NM_TO_ANGSTROM",
     "ROUTES",

@@ -19,7 +19,9 @@ import openmm
 import torch
 from torch import nn
 
-__all__ = ["Descriptor", "Distance", "Torsion", "Position", "DescriptorCV", "ACTIVATIONS"]
+from ..features import frame_coordinates
+
+__all__ = ["Descriptor", "Distance", "Torsion", "Position", "FramePosition", "DescriptorCV", "ACTIVATIONS"]
 
 #: collective variables a compiled CV may use: OpenMM's CustomCVForce holds 32, eABF adds up to two λ
 MAX_COLLECTIVE_VARIABLES = 30
@@ -215,6 +217,84 @@ class Position(Descriptor):
         return f"{label}.{_AXIS_NAMES[self.axis]}"
 
 
+#: OpenMM definitions of the body-frame coordinates X, Y, Z (Å) of particle p4 in the frame of p1, p2, p3 (nm).
+#: With u = r2 - r1, v = r3 - r1, d = r4 - r1 and n = u × v: X = d·u/|u|, Y = d·(n × u)/(|n||u|) with
+#: n × u = v (u·u) - u (u·v), Z = d·n/|n|, and |n|² = (u·u)(v·v) - (u·v)²: dot products only, which
+#: OpenMM differentiates quickly (normalised axes nested in a cross product took seconds per force).
+_FRAME_DEFINITIONS = "; ".join(
+    [
+        "X=10*du/sqrt(uu)",
+        "Y=10*(dv*uu-du*uv)/sqrt(nn*uu)",
+        "Z=10*(dx*(uy*vz-uz*vy)+dy*(uz*vx-ux*vz)+dz*(ux*vy-uy*vx))/sqrt(nn)",
+        "nn=uu*vv-uv^2",
+    ]
+    + [
+        f"{name}={p}x*{q}x+{p}y*{q}y+{p}z*{q}z"
+        for name, p, q in (("du", "d", "u"), ("dv", "d", "v"), ("uv", "u", "v"), ("uu", "u", "u"), ("vv", "v", "v"))
+    ]  # fmt: skip
+    + [f"{p}{a}={a}{k}-{a}1" for p, k in (("u", 2), ("v", 3), ("d", 4)) for a in "xyz"]
+)
+
+
+class FramePosition(Descriptor):
+    """One coordinate of an atom in the body frame of three atoms, in Å.
+
+    The frame is that of :func:`mdcvkit.features.frame_coordinates` (origin on ``o``, x towards
+    ``a``, y in the plane of ``b``); :class:`mdcvkit.features.FramePositions` is the featurizer.
+
+    Parameters
+    ----------
+    atom : int
+        Index of the atom in the CV's input positions.
+    frame : sequence of 3 int
+        Indices ``(o, a, b)`` of the frame's origin, x-axis and xy-plane atoms.
+    axis : int, 0, 1 or 2
+        x, y or z of the frame.
+    """
+
+    units = "Å"
+
+    def __init__(self, atom, frame, axis=0):
+        super().__init__()
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis={axis!r} must be 0, 1 or 2 (x, y, z of the frame)")
+        self.frame = _check_atoms(frame, 3, "frame")
+        self.atoms = _check_atoms((*self.frame, atom), 4, "(frame..., atom)")
+        self.axis = int(axis)
+
+    def forward(self, positions):
+        return frame_coordinates(positions, self.frame, self.atoms[3:])[:, 0, self.axis]
+
+    @property
+    def linear_key(self):
+        return ("FramePosition", self.frame)
+
+    def openmm_force(self, particles):
+        """A force whose energy equals the frame coordinate in Å."""
+        force = openmm.CustomCompoundBondForce(4, f"{'XYZ'[self.axis]}; {_FRAME_DEFINITIONS}")
+        force.addBond([int(particles[a]) for a in self.atoms], [])
+        return force
+
+    @staticmethod
+    def linear_force(terms, particles):
+        force = openmm.CustomCompoundBondForce(4, f"c0*X+c1*Y+c2*Z; {_FRAME_DEFINITIONS}")
+        for name in ("c0", "c1", "c2"):
+            force.addPerBondParameter(name)
+        per_atom = {}
+        for descriptor, coefficients in terms:  # one bond per atom, its three axes together
+            per_atom.setdefault(descriptor.atoms, [0.0, 0.0, 0.0])[descriptor.axis] += float(coefficients[0])
+        for atoms, coefficients in per_atom.items():
+            force.addBond([int(particles[a]) for a in atoms], coefficients)
+        return force
+
+    def plumed(self, label, particles):
+        """Not available: raises ValueError (PLUMED export covers distances, torsions, aligned positions)."""
+        raise ValueError(
+            "a DescriptorCV of body-frame coordinates has no PLUMED form; export the fitted CV on "
+            "FramePositions (results.model), which PLUMED feeds with the POSITION of each atom"
+        )
+
+
 #: element-wise activations the expression compiler knows: module type -> OpenMM expression of ``{}``
 ACTIVATIONS = {
     nn.Tanh: "tanh({})",
@@ -268,9 +348,7 @@ class DescriptorCV(nn.Module):
         super().__init__()
         descriptors = list(descriptors)
         if not descriptors or not all(isinstance(d, Descriptor) for d in descriptors):
-            raise ValueError(
-                f"descriptors={descriptors!r} must be a non-empty list of Distance, Torsion or Position"
-            )
+            raise ValueError(f"descriptors={descriptors!r} must be a non-empty list of Distance, Torsion or Position")
         n_features = sum(d.n_features for d in descriptors)
         mean = torch.zeros(n_features) if mean is None else torch.as_tensor(np.asarray(mean, dtype=float))
         std = torch.ones(n_features) if std is None else torch.as_tensor(np.asarray(std, dtype=float))
@@ -420,14 +498,10 @@ class DescriptorCV(nn.Module):
         for depth, layer in enumerate(layers, start=first_depth):
             if isinstance(layer, nn.Linear):
                 weight = layer.weight.detach().double().numpy()
-                bias = (
-                    np.zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach().double().numpy()
-                )
+                bias = np.zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach().double().numpy()
                 new = []
                 for row in range(weight.shape[0]):
-                    terms = [
-                        f"({float(w)!r})*{v}" for w, v in zip(weight[row], current, strict=True) if w != 0.0
-                    ]
+                    terms = [f"({float(w)!r})*{v}" for w, v in zip(weight[row], current, strict=True) if w != 0.0]
                     var = f"{prefix}_n{depth}_{row}"
                     definitions.append(f"{var}={'+'.join(terms + [repr(float(bias[row]))])}")
                     new.append(var)
@@ -437,9 +511,7 @@ class DescriptorCV(nn.Module):
                 if isinstance(layer, nn.Softplus) and (layer.beta != 1 or layer.threshold < 20):
                     raise ValueError("nn.Softplus compiles only with beta=1; use the python route")
                 if isinstance(layer, nn.ELU) and layer.alpha != 1.0:
-                    raise ValueError(
-                        f"nn.ELU(alpha={layer.alpha}) compiles only with alpha=1; use the python route"
-                    )
+                    raise ValueError(f"nn.ELU(alpha={layer.alpha}) compiles only with alpha=1; use the python route")
                 new = []
                 for k, var in enumerate(current):
                     name = f"{prefix}_n{depth}_{k}"
@@ -512,14 +584,12 @@ def _descriptors_of(featurizer):
         return [d for part in featurizer.parts for d in _descriptors_of(part)]
     if kind == "Dihedrals" and hasattr(featurizer, "quadruplets"):
         return [Torsion(*q, trig=True) for q in featurizer.quadruplets.tolist()]
-    if (
-        kind == "PairwiseDistances"
-        and hasattr(featurizer, "pairs")
-        and not getattr(featurizer, "uses_box", False)
-    ):
+    if kind == "FramePositions" and hasattr(featurizer, "frame"):
+        return [FramePosition(atom, featurizer.frame, axis) for atom in featurizer.atoms for axis in range(3)]
+    if kind == "PairwiseDistances" and hasattr(featurizer, "pairs") and not getattr(featurizer, "uses_box", False):
         return [Distance(*pair) for pair in featurizer.pairs.tolist()]
     raise ValueError(
-        f"featurizer {kind} has no descriptor form (only Dihedrals and non-periodic PairwiseDistances, "
+        f"featurizer {kind} has no descriptor form (only Dihedrals, FramePositions and non-periodic PairwiseDistances, "
         f"alone or concatenated, do); bias this CV through route='python'"
     )
 

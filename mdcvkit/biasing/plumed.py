@@ -10,7 +10,9 @@ version is recorded next to the model and in the input file.
 
 A CV on aligned coordinates (:class:`mdcvkit.features.AlignedPositions`) is
 exported as ``FIT_TO_TEMPLATE`` (TYPE=OPTIMAL, to a reference PDB of the fit
-template) followed by the ``POSITION`` of each atom; see :func:`to_plumed`.
+template) followed by the ``POSITION`` of each atom; a CV on body-frame
+coordinates (:class:`mdcvkit.features.FramePositions`) as the ``POSITION`` of
+each atom, the model building the frame itself; see :func:`to_plumed`.
 
 References: L. Bonati, G. Piccini, M. Parrinello, PNAS 118, e2113533118 (2021)
 (the ``pytorch`` module of PLUMED); PLUMED's manual, ``FIT_TO_TEMPLATE`` and
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..features import AlignedPositions
+from ..features import AlignedPositions, FramePositions
 from .boundary import NM_TO_ANGSTROM, _module_dtype
 from .descriptors import DescriptorCV, Position
 from .routes import _TorchComponent
@@ -129,7 +131,8 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
         A :class:`DescriptorCV`, whose descriptors become PLUMED actions and the rest the traced
         model; or the fitted CV of :class:`mdcvkit.AutoencoderCV` (``results.model``, with
         ``featurizer`` and ``model``): on :class:`~mdcvkit.features.AlignedPositions` it is
-        exported as ``FIT_TO_TEMPLATE`` + ``POSITION`` (see Notes), on rotation-invariant
+        exported as ``FIT_TO_TEMPLATE`` + ``POSITION`` (see Notes), on
+        :class:`~mdcvkit.features.FramePositions` as ``POSITION`` only, on rotation-invariant
         features it is first rebuilt by :meth:`DescriptorCV.from_collective_variable`.
     folder : str or path-like
         Created if missing; receives ``model_file``, ``plumed.dat``, ``model.json`` and, for
@@ -197,6 +200,8 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
     """
     if isinstance(getattr(cv, "featurizer", None), AlignedPositions):
         return _aligned_to_plumed(cv, Path(folder), particles, model_file, label, temperature, reference_file)
+    if isinstance(getattr(cv, "featurizer", None), FramePositions):
+        return _frame_to_plumed(cv, Path(folder), particles, model_file, label, temperature)
     if not isinstance(cv, DescriptorCV) and hasattr(cv, "featurizer") and hasattr(cv, "model"):
         cv = DescriptorCV.from_collective_variable(cv)
     _check_cv(cv)
@@ -205,9 +210,7 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
     descriptors = cv.descriptors
     particles = _particles(particles, cv.n_atoms)
     model = _DescriptorModel(cv.head).eval()
-    positions = 10 * torch.rand(
-        1, cv.n_atoms, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
-    )
+    positions = 10 * torch.rand(1, cv.n_atoms, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         example = cv.descriptor_values(positions).float()
     traced = _trace(model, example)
@@ -263,32 +266,57 @@ def _aligned_to_plumed(cv, folder, particles, model_file, label, temperature, re
     centred = (reference - (weights[:, None] * reference).sum(0) / weights.sum()).numpy()
     names = [str(n).split(":")[-1] or "X" for n in featurizer.names]
     _write_text(folder / reference_file, _pdb_lines(centred, (weights / weights.max()).numpy(), particles + 1, names))
-
     model = _AlignedModel(copy.deepcopy(cv.model).double().eval(), weights)
-    example = torch.as_tensor(centred / NM_TO_ANGSTROM, dtype=torch.float32).reshape(1, -1)
-    traced = _trace(model, example)
-    n_cv = int(model(example).shape[-1])
-    names_cv = [f"cv{k}" for k in range(n_cv)]
-    meta = {
-        "inputs": "POSITION x, y, z of each atom after FIT_TO_TEMPLATE",
-        "n_inputs": 3 * n_atoms,
-        "outputs": names_cv,
-        "dtype": "float32",
-        "input_shape": [1, 3 * n_atoms],
-        "units": {"length": "nm", "energy": "kJ/mol"},
-        "reference": reference_file,
-        "atoms": [int(p) + 1 for p in particles],
-    }
-    _write_model(traced, folder / model_file, meta)
-
     atoms = ",".join(str(int(p) + 1) for p in particles)
+    header = [
+        "# Periodic systems: make the molecule whole before the fit (atoms rebuilt in this order):",
+        f"# WHOLEMOLECULES ENTITY0={atoms}",
+        f"FIT_TO_TEMPLATE STRIDE=1 REFERENCE={reference_file} TYPE=OPTIMAL",
+    ]
+    meta = {"inputs": "POSITION x, y, z of each atom after FIT_TO_TEMPLATE", "reference": reference_file}
+    return _positions_to_plumed(model, centred / NM_TO_ANGSTROM, particles, folder, model_file, label,
+                                temperature, header, meta)  # fmt: skip
+
+
+class _FrameModel(torch.nn.Module):
+    """PLUMED's positions ``(1, 3 n_atoms)`` float32 in nm -> CV (float32) of a body-frame CV."""
+
+    def __init__(self, cv):
+        super().__init__()
+        self.cv = cv
+
+    def forward(self, positions):
+        return self.cv(positions.double().reshape(positions.shape[0], -1, 3) * NM_TO_ANGSTROM).float()
+
+
+def _frame_to_plumed(cv, folder, particles, model_file, label, temperature):
+    n_atoms = cv.featurizer.n_atoms
+    particles = _particles(particles, n_atoms)[:n_atoms]
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    example = (0.1 + 0.3 * torch.rand(n_atoms, 3, generator=generator, dtype=torch.float64)).numpy()
+    header = ["# Body-frame coordinates need no fit: the model builds the frame from the positions itself.",
+              "# Periodic systems: make the molecule whole first (WHOLEMOLECULES)."]  # fmt: skip
+    meta = {"inputs": "POSITION x, y, z of each atom", "frame": [int(particles[k]) + 1 for k in cv.featurizer.frame]}
+    return _positions_to_plumed(_FrameModel(copy.deepcopy(cv).double().eval()), example, particles, folder,
+                                model_file, label, temperature, header, meta)  # fmt: skip
+
+
+def _positions_to_plumed(model, example, particles, folder, model_file, label, temperature, header, meta):
+    """Trace ``model`` (positions in nm, ``(1, 3 n_atoms)``) and write a plumed.dat feeding it POSITIONs."""
+    n_atoms = len(particles)
+    example = torch.as_tensor(example, dtype=torch.float32).reshape(1, -1)
+    traced = _trace(model, example)
+    names_cv = [f"cv{k}" for k in range(int(model(example).shape[-1]))]
+    meta = {**meta, "n_inputs": 3 * n_atoms, "outputs": names_cv, "dtype": "float32",
+            "input_shape": [1, 3 * n_atoms], "units": {"length": "nm", "energy": "kJ/mol"},
+            "atoms": [int(p) + 1 for p in particles]}  # fmt: skip
+    _write_model(traced, folder / model_file, meta)
     lines = [
         f"# CV written by mdcvkit for PLUMED's PYTORCH_MODEL; torch {torch.__version__} wrote {model_file}:",
         "# PLUMED must be linked against the same LibTorch version.",
         "# Lengths in PLUMED's default unit, nm: the model converts them to Å itself.",
-        "# Periodic systems: make the molecule whole before the fit (atoms rebuilt in this order):",
-        f"# WHOLEMOLECULES ENTITY0={atoms}",
-        f"FIT_TO_TEMPLATE STRIDE=1 REFERENCE={reference_file} TYPE=OPTIMAL",
+        *header,
     ]
     lines += [f"p{k}: POSITION ATOM={int(p) + 1} NOPBC" for k, p in enumerate(particles)]
     args = ",".join(f"p{k}.{axis}" for k in range(n_atoms) for axis in "xyz")
@@ -331,7 +359,5 @@ def to_openmm_torch(cv, folder, n_particles, *, particles=None, prefix="cv"):
         path = folder / f"{prefix}{k}.pt"
         traced.save(str(path))
         paths.append(path)
-    (folder / f"{prefix}.json").write_text(
-        json.dumps({"torch_version": torch.__version__, "n_cv": n_cv}) + "\n"
-    )
+    (folder / f"{prefix}.json").write_text(json.dumps({"torch_version": torch.__version__, "n_cv": n_cv}) + "\n")
     return paths
