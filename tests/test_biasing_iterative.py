@@ -144,27 +144,6 @@ def test_resume_from_state_file(toy, tmp_path):
         make(toy, max_iterations=2, state_file=state, n_bins=40, **kwargs).run()
 
 
-def test_accumulate_trains_on_all_frames_so_far(toy, tmp_path):
-    """accumulate=True: ξ_i is trained on the frames of iterations 0..i, each iteration's normalised
-    weights scaled by its effective sample size; the state keeps them, and a resumed run is the same."""
-    state = tmp_path / "state.pt"
-    kwargs = {"steps_per_iteration": 200_000, "min_score": 1.0, "accumulate": True}
-    make(toy, max_iterations=1, state_file=state, **kwargs).run()
-    resumed = make(toy, max_iterations=2, state_file=state, **kwargs).run()
-    training = torch.load(state, weights_only=False)["training"]
-    it = resumed.results.iterations
-    assert len(training) == 3 and [len(f) for f, _ in training] == list(it.n_frames.values.astype(int))
-    for (_, log_w), ess in zip(training, it.ess.values, strict=True):
-        assert np.exp(log_w).sum() == pytest.approx(ess, rel=1e-9)
-    np.testing.assert_allclose(training[0][1], np.log(it.ess.values[0] / it.n_frames.values[0]))
-    whole = make(toy, max_iterations=2, **kwargs).run()
-    xr.testing.assert_allclose(resumed.results.iterations.drop_vars("pmf"), whole.results.iterations.drop_vars("pmf"))
-    separate = make(toy, max_iterations=2, steps_per_iteration=200_000, min_score=1.0).run()
-    assert not np.allclose(separate.results.iterations.regscore[2], it.regscore[2])
-    with pytest.raises(ValueError, match=r"was written with accumulate=True but this run has accumulate=False"):
-        make(toy, max_iterations=2, state_file=state, steps_per_iteration=200_000, min_score=1.0).run()
-
-
 def test_default_min_score_is_the_bootstrap_threshold(toy):
     loop = make(toy, steps_per_iteration=200_000, min_score=None, max_iterations=1, n_bootstrap=3,
                 production_steps=20_000).run()  # fmt: skip

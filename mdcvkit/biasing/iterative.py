@@ -37,7 +37,7 @@ __all__ = ["IterativeCVLearning", "eabf_log_weights"]
 logger = logging.getLogger(__name__)
 
 #: version of the state-file layout
-STATE_VERSION = 2
+STATE_VERSION = 1
 
 
 class _Coordinates(Featurizer):
@@ -211,13 +211,6 @@ class IterativeCVLearning:
         ``max_iterations``.
     reweight : bool, default True
         Train on the weights above; False trains on the biased frames as they are.
-    accumulate : bool, default False
-        Train ξ_i on the frames of iterations 0..i together instead of those of iteration i
-        alone. Each iteration's normalised weights (uniform ones for iteration 0 and without
-        reweighting) are scaled by its effective sample size, a mixture of estimates of the same
-        Boltzmann density, so a basin reached once stays in every later training set. Successive
-        training sets then share most frames: the regscore between successive CVs rises for
-        that reason too, and is a weaker test of convergence.
     reference : callable, optional
         Positions ``(n_frames, n_atoms, 3)`` in Å -> ``(n_frames,)`` or ``(n_frames, k)``, e.g.
         ``toy.cv("x1")``; ``regscore(ξ_i, reference)`` is reported per iteration.
@@ -232,9 +225,9 @@ class IterativeCVLearning:
         Stochastic integrator at ``temperature``; default the toy's Brownian integrator, else
         LangevinMiddle (1/ps, 2 fs).
     route : {"auto", "expression", "python", "torch", "external"}, default "auto"
-        How eABF puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`). "auto" compiles CVs on
-        rotation-invariant features (distances, dihedrals) or the toys' coordinates into an OpenMM
-        expression when it fits in one CustomCVForce (no Python per step; on vacuum alanine
+        How eABF puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`). "auto" compiles CVs
+        on features with a closed form (distances, dihedrals, body-frame coordinates) or on the toys'
+        coordinates into an OpenMM expression when it fits in one CustomCVForce (no Python per step; on vacuum alanine
         dipeptide 0.06 ms per step against 0.65 ms for aligned coordinates through the Python
         force), else takes the fastest Python-driven route; "expression" insists on compiling; the
         others force that route.
@@ -293,7 +286,7 @@ class IterativeCVLearning:
 
     def __init__(self, system, featurizer=None, *, n_cv=1, hidden=(), activation="tanh",
                  steps_per_iteration=1_000_000, sample_frequency=50, max_iterations=10, min_score=None,
-                 reweight=True, accumulate=False, reference=None, positions=None, temperature=None, particles=None,
+                 reweight=True, reference=None, positions=None, temperature=None, particles=None,
                  integrator=None, route="auto", n_bins=50, grid_margin=0.05, kappa=None, full_samples=100,
                  trainer=None, n_bootstrap=10, ess_threshold=0.05, production_steps=0, state_file=None, seed=0,
                  verbose=False):  # fmt: skip
@@ -372,7 +365,6 @@ class IterativeCVLearning:
         self.max_iterations = int(max_iterations)
         self.min_score = min_score
         self.reweight = bool(reweight)
-        self.accumulate = bool(accumulate)
         self.reference = reference
         self.integrator = integrator
         self.n_bins = int(n_bins)
@@ -493,8 +485,7 @@ class IterativeCVLearning:
         return {
             "n_cv": self.n_cv, "hidden": list(self.hidden), "activation": self.activation,
             "steps_per_iteration": self.steps_per_iteration, "sample_frequency": self.sample_frequency,
-            "reweight": self.reweight, "accumulate": self.accumulate, "n_bins": self.n_bins,
-            "grid_margin": self.grid_margin, "seed": self.seed,
+            "reweight": self.reweight, "n_bins": self.n_bins, "grid_margin": self.grid_margin, "seed": self.seed,
             "features": list(self.featurizer.labels), "particles": self.particles.tolist(),
         }  # fmt: skip
 
@@ -535,7 +526,7 @@ class IterativeCVLearning:
             logger.info("resuming from %s after iteration %d", self.state_file, len(state["records"]) - 1)
         else:
             state = {"version": STATE_VERSION, "settings": self._settings(), "records": [], "models": [],
-                     "positions": None, "training": [], "converged": False}  # fmt: skip
+                     "positions": None, "converged": False}  # fmt: skip
         self.n_resumed_ = len(state["records"])
         bar = None
         if self.verbose:
@@ -581,13 +572,7 @@ class IterativeCVLearning:
             log_w = target if self.reweight else None
             if not self.reweight:
                 ess = float(len(positions))
-        if self.accumulate:  # ESS-scaled, normalised log-weights of each iteration's frames
-            uniform = np.zeros(len(positions)) if log_w is None else log_w
-            state["training"].append((positions.astype(np.float32), uniform - logsumexp(uniform) + np.log(ess)))
-            features = self._features(np.concatenate([f for f, _ in state["training"]]))
-            log_w = np.concatenate([w for _, w in state["training"]])
-        else:
-            features = self._features(positions)
+        features = self._features(positions)
         cv = self._train(features, log_w, seed)
         if i > 0:
             score = regscore(_cv_values(previous, positions), _cv_values(cv, positions))
@@ -595,7 +580,7 @@ class IterativeCVLearning:
             if threshold is None:
                 threshold, _ = regscore_threshold(
                     lambda idx: _cv_values(cv if idx is None else self._train(features, log_w, seed, idx), positions),
-                    len(features), n_bootstrap=self.n_bootstrap, seed=seed,
+                    len(positions), n_bootstrap=self.n_bootstrap, seed=seed,
                 )  # fmt: skip
         grid = self._grid(cv, positions)
         record = {
