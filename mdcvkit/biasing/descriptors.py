@@ -333,7 +333,7 @@ class DescriptorCV(nn.Module):
     Parameters
     ----------
     descriptors : sequence of Descriptor
-        :class:`Distance`, :class:`Torsion`, :class:`Position`.
+        :class:`Distance`, :class:`Torsion`, :class:`Position`, :class:`FramePosition`.
     model : torch.nn.Module, optional
         ``nn.Sequential`` (nesting allowed) of ``nn.Linear`` and activations in
         :data:`ACTIVATIONS`, from the ``n_features`` normalised features to the CVs.
@@ -348,7 +348,10 @@ class DescriptorCV(nn.Module):
         super().__init__()
         descriptors = list(descriptors)
         if not descriptors or not all(isinstance(d, Descriptor) for d in descriptors):
-            raise ValueError(f"descriptors={descriptors!r} must be a non-empty list of Distance, Torsion or Position")
+            raise ValueError(
+                f"descriptors={descriptors!r} must be a non-empty list of Distance, Torsion or Position "
+                "(or FramePosition)"
+            )
         n_features = sum(d.n_features for d in descriptors)
         mean = torch.zeros(n_features) if mean is None else torch.as_tensor(np.asarray(mean, dtype=float))
         std = torch.ones(n_features) if std is None else torch.as_tensor(np.asarray(std, dtype=float))
