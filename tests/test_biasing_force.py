@@ -471,27 +471,26 @@ def test_wide_input_packs_the_first_layer(alanine):
 
 
 @pytest.mark.parametrize("width", [22, 4])
-def test_frame_coordinates_compile(alanine, width):
+def test_frame_coordinates_compile(alanine, heavy, width):
     """A CV on body-frame coordinates compiles: per descriptor (wide first layer) or packed per unit
     (narrow); energies equal the torch CV and forces match the Python route and finite differences."""
     system, positions = alanine
-    heavy = [1, 4, 5, 6, 8, 10, 14, 15, 16, 18]
-    frame = (8, 6, 14)  # CA, N, C
-    descriptors = [FramePosition(a, frame, axis) for a in heavy if a not in frame for axis in range(3)]
+    frame = mk.features.make_featurizer("frame", heavy)  # N, CA, C of the alanine
+    descriptors = [FramePosition(a, frame.frame, axis) for a in frame.atoms for axis in range(3)]
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(21, width), nn.Tanh(), nn.Linear(width, 2)).double()
     rng = np.random.default_rng(1)
     cv = DescriptorCV(descriptors, model=model, mean=rng.normal(size=21), std=rng.uniform(1.0, 3.0, size=21))
-    forces, _ = cv.openmm_expression(list(range(22)))
+    forces, _ = cv.openmm_expression(heavy.indices)
     assert len(forces) == (21 if width == 22 else width)
     results = []
     for route in ("python", "expression"):
         biased = openmm.XmlSerializer.clone(system)
-        force = add_cv_bias(biased, cv, HARMONIC, positions, route=route, parameters={"k": 80.0},
-                            force_group=BIAS_GROUP)  # fmt: skip
+        force = add_cv_bias(biased, cv, HARMONIC, positions, particles=heavy.indices, route=route,
+                            parameters={"k": 80.0}, force_group=BIAS_GROUP)  # fmt: skip
         context = _bias_state(biased, positions)
         results.append(_energy_and_forces(context, positions, force))
-    xi = evaluate_cv(cv, positions * 10)[0]
+    xi = evaluate_cv(cv, positions[heavy.indices][None] * 10)[0]
     assert results[1][0] == pytest.approx(0.5 * 80.0 * ((xi[0] - 0.3) ** 2 + (xi[1] + 0.1) ** 2), rel=1e-10)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-8, atol=1e-8)
     fd = _finite_difference_forces(context, positions, bias=force)

@@ -214,7 +214,7 @@ def test_emulated_plumed_gives_the_cv_and_its_gradient(aligned_cv, alanine_nm, t
 
 def test_frame_cv_exports_positions_and_the_model_builds_the_frame(alanine_nm, tmp_path):
     """Body-frame coordinates: POSITION of each atom (no fit), the traced model gives the CV (nm in)."""
-    featurizer = FramePositions(10, (4, 3, 6))
+    featurizer = FramePositions(10, (4, 3, 6))  # CA, N, C among the heavy atoms
     torch.manual_seed(0)
     model = MODELS["ae"](21, 2, hidden=(8,), activation="tanh", scale_groups=featurizer.scale_groups)
     frames = torch.as_tensor(
