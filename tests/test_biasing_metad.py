@@ -156,9 +156,9 @@ def test_eabf_along_autoencoder_cv_against_metadynamics_and_reweighted_phi_run(e
     reweighted φ run to RMS 0.28 and 0.16 kT (largest 0.61 and 0.47 kT): the references agree. CZAR is the
     estimate that is off: RMS 0.55 and 0.90 kT against metadynamics, 0.32 and 0.88 kT against the reweighted
     φ run (largest up to 1.33 kT). Averaging λ - ξ per sample instead of λ minus the bin centre changed the
-    6-crossing values by 0.03-0.04 kT RMS (from 0.52 and 0.28 kT). CZAR along this learned CV is therefore checked only to within
-    1.1 kT RMS, a known weakness (the CV is steep across the barrier and saturates at its ends), while the two
-    references are held to 0.3 kT."""
+    6-crossing values by 0.03-0.04 kT RMS (from 0.52 and 0.28 kT). CZAR along this learned CV is therefore
+    checked only to within 1.1 kT RMS, a known weakness (the CV is steep across the barrier and saturates at
+    its ends), while the two references are held to 0.3 kT."""
     cv, particles, grid, span = autoencoder_cv
     pdb, system = vacuum_system()
     # coupling width σ = training range / 62: the CV is steep across the barrier, so a softer coupling
