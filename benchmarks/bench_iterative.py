@@ -119,17 +119,17 @@ def main():
           f"a frame every {args.sample_frequency} steps")  # fmt: skip
 
     # iteration 0, for reference
-    positions0, t_unbiased = timed(loop._sample_unbiased, 0)
+    (positions0, last0), t_unbiased = timed(loop._sample_unbiased, 0)
     cv0, t_train0 = timed(loop._train, loop._features(positions0), None, 0)
 
     # iteration 1, stage by stage, as IterativeCVLearning._iteration chains them
     grid = loop._grid(cv0, positions0)
 
     def set_up():  # OpenMM compiles the CV expression at the first force evaluation, not in the constructor
-        loop._eabf(cv0, grid, 0, 1).context.getState(getForces=True)
+        loop._eabf(cv0, grid, 0, 1, last0)[0].context.getState(getForces=True)
 
     _, t_setup = timed(set_up)
-    eabf, t_eabf = timed(loop._eabf, cv0, grid, steps, 1)
+    (eabf, _), t_eabf = timed(loop._eabf, cv0, grid, steps, 1, last0)
     positions = eabf.results.samples.positions.values
     features, t_features = timed(loop._features, positions)
     start_weights = time.perf_counter()

@@ -40,9 +40,10 @@ def reweighted(toy, tmp_path_factory):
 def test_reweighted_loop_converges_to_x1(reweighted):
     """With reweighting the CV converges to x1 (FEBILAE's toy result).
 
-    Measured (seeds 0-2): the unbiased CV scores 0.04-0.08 against x1 (R²), iteration 1 already
-    0.86-1.00, and the loop stops at iteration 2-3 with regscore 0.996-0.9999 and R² against x1
-    ≥ 0.9999; seed 0 (this test): regscore 0.9964, R² 1.0000, ESS 68 % of 20,000 frames.
+    Measured (seeds 0-2, each run starting where the previous one ended): the unbiased CV scores
+    0.04-0.08 against x1 (R²), iteration 1 already 0.86-1.00, and the loop stops at iteration 2-3
+    with regscore 0.997-1.000 and R² against x1 ≥ 0.9999; seed 0 (this test): regscore 0.9973,
+    R² 1.0000, ESS 58 % of 20,000 frames.
     """
     it = reweighted.results.iterations
     assert reweighted.results.converged
@@ -88,8 +89,8 @@ def test_model_compiles_to_the_same_expression_cv(reweighted):
 def test_weights_give_the_exact_marginal(toy):
     """eABF along x1 reweighted with eabf_log_weights: the x2 marginal matches the exact one.
 
-    Total variation over 25 bins, measured at 1M steps (seeds 1-4): 0.025-0.037 reweighted,
-    0.09-0.12 unweighted. (The x1 marginal converges slowly on this toy: the balance of the wells
+    Total variation over 25 bins, measured at 1M steps (seeds 1-4): 0.025-0.034 reweighted,
+    0.08-0.12 unweighted. (The x1 marginal converges slowly on this toy: the balance of the wells
     was still off by 0.1-0.45 in TV at 1M steps, with CZAR and ABF alike.)
     """
     eabf = ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 40), sample_frequency=50, update_frequency=1000,
@@ -142,6 +143,40 @@ def test_resume_from_state_file(toy, tmp_path):
     assert again.n_resumed_ == 3
     with pytest.raises(ValueError, match=r"was written with n_bins=50 but this run has n_bins=40; use the same"):
         make(toy, max_iterations=2, state_file=state, n_bins=40, **kwargs).run()
+
+
+@pytest.mark.parametrize("start", ["previous", "initial"])
+def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path, start):
+    """'previous' chains the runs (iterations and production) into one trajectory; 'initial' restarts each."""
+    state = tmp_path / "state.pt"
+    loop = make(toy, steps_per_iteration=20_000, max_iterations=2, min_score=1.0, production_steps=1_000, start=start,
+                state_file=state)  # fmt: skip
+    sample, eabf, runs = loop._sample_unbiased, loop._eabf, []
+
+    def spy_sample(seed):
+        frames, last = sample(seed)
+        runs.append(("end", last))
+        return frames, last
+
+    def spy_eabf(cv, grid, n_steps, seed, positions):
+        runs.append(("start", positions))
+        run, last = eabf(cv, grid, n_steps, seed, positions)
+        runs.append(("end", last))
+        return run, last
+
+    loop._sample_unbiased, loop._eabf = spy_sample, spy_eabf
+    loop.run()
+    assert [kind for kind, _ in runs] == ["end"] + ["start", "end"] * 3  # iterations 0-2 and the production
+    for k in (1, 3, 5):
+        expected = runs[k - 1][1] if start == "previous" else toy.positions
+        np.testing.assert_array_equal(runs[k][1], expected)
+    # the end of a run is its last stored frame (Å)
+    np.testing.assert_allclose(torch.load(state, weights_only=False)["positions"][-1], runs[4][1][:1] * 10, atol=1e-5)
+
+
+def test_start_must_be_previous_or_initial(toy):
+    with pytest.raises(ValueError, match=r"start='first' must be 'previous' \(continue from the last run\) or"):
+        IterativeCVLearning(toy, start="first")
 
 
 def test_default_min_score_is_the_bootstrap_threshold(toy):

@@ -160,7 +160,8 @@ class IterativeCVLearning:
 
     1. Sample ``steps_per_iteration`` unbiased steps from the start positions; train an autoencoder
        with unit weights; ξ₀ is its encoder.
-    2. Iteration i ≥ 1: eABF along ξ_{i-1} (:class:`ExtendedABF`, κ and grid below); weights of the
+    2. Iteration i ≥ 1: eABF along ξ_{i-1} (:class:`ExtendedABF`, κ and grid below), from where the
+       previous run ended (``start``); weights of the
        frames for the unbiased density, the ratio of target to biased density
        ``w_j ∝ exp(-β A_i(ξ_{i-1}(q_j))) / h_i(ξ_{i-1}(q_j))`` with ``A_i`` the CZAR free energy
        and ``h_i`` the histogram of the sampled ξ_{i-1}, normalised in log space
@@ -251,6 +252,12 @@ class IterativeCVLearning:
         Warn when the effective sample size of the weights is below this fraction of the frames.
     production_steps : int, default 0
         Steps of a final eABF run along the last CV.
+    start : {"previous", "initial"}, default "previous"
+        Where each eABF run (and the production) starts: from the last configuration of the
+        previous run, so that the iterations form one trajectory whose bias is renewed, or from
+        ``positions`` every time. The weights do not depend on it; what a run reaches does. On vacuum
+        alanine dipeptide eABF needs nanoseconds to make its first C7eq -> C7ax crossing even along
+        φ itself, so with "initial" a run that crossed leaves nothing to the next one.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
@@ -288,8 +295,8 @@ class IterativeCVLearning:
                  steps_per_iteration=1_000_000, sample_frequency=50, max_iterations=10, min_score=None,
                  reweight=True, reference=None, positions=None, temperature=None, particles=None,
                  integrator=None, route="auto", n_bins=50, grid_margin=0.05, kappa=None, full_samples=100,
-                 trainer=None, n_bootstrap=10, ess_threshold=0.05, production_steps=0, state_file=None, seed=0,
-                 verbose=False):  # fmt: skip
+                 trainer=None, n_bootstrap=10, ess_threshold=0.05, production_steps=0, start="previous",
+                 state_file=None, seed=0, verbose=False):  # fmt: skip
         self.toy = None if isinstance(system, openmm.System) else system
         if self.toy is not None and not hasattr(self.toy, "system"):
             raise TypeError(f"system must be an openmm.System or a mdcvkit.systems toy, not {type(system).__name__}")
@@ -355,6 +362,8 @@ class IterativeCVLearning:
             raise ValueError(f"min_score={min_score!r} must be a regscore <= 1, e.g. 0.99, or None")
         if not 0 <= grid_margin < np.inf:
             raise ValueError(f"grid_margin={grid_margin!r} must be a non-negative fraction of the span, e.g. 0.5")
+        if start not in ("previous", "initial"):
+            raise ValueError(f"start={start!r} must be 'previous' (continue from the last run) or 'initial'")
         if not 0 <= ess_threshold < 1:
             raise ValueError(f"ess_threshold={ess_threshold!r} must be a fraction in [0, 1), e.g. 0.05")
         self.n_cv = int(n_cv)
@@ -375,6 +384,7 @@ class IterativeCVLearning:
         self.n_bootstrap = int(n_bootstrap)
         self.ess_threshold = float(ess_threshold)
         self.production_steps = int(production_steps)
+        self.start = start
         self.state_file = None if state_file is None else Path(state_file)
         self.seed = seed
         self.verbose = verbose
@@ -393,7 +403,7 @@ class IterativeCVLearning:
         return integrator
 
     def _sample_unbiased(self, seed):
-        """Positions (Å) of the featurizer atoms every ``sample_frequency`` steps."""
+        """Positions (Å) of the featurizer atoms every ``sample_frequency`` steps, and the last positions (nm)."""
         platform = "Reference" if self.system.getNumParticles() <= 200 else "CPU"
         context = openmm.Context(self.system, self._integrator(seed), openmm.Platform.getPlatformByName(platform))
         context.setPositions(self.positions)
@@ -403,7 +413,7 @@ class IterativeCVLearning:
             context.getIntegrator().step(self.sample_frequency)
             pos = context.getState(getPositions=True).getPositions(asNumpy=True)._value
             frames.append(pos[self.particles] * NM_TO_ANGSTROM)
-        return np.asarray(frames)
+        return np.asarray(frames), pos
 
     def _features(self, positions):
         """Features ``(n_frames, n_features)`` of positions in Å, float32."""
@@ -467,18 +477,25 @@ class IterativeCVLearning:
             ref = np.asarray(self.reference(positions), dtype=float)
         return regscore(_cv_values(cv, positions), ref)
 
-    def _eabf(self, cv, grid, n_steps, seed):
+    def _eabf(self, cv, grid, n_steps, seed, positions):
+        """eABF along ``cv`` from ``positions`` (nm); the run and its last positions (nm)."""
         fast = cv.descriptor_cv() if self.route in ("auto", "expression") else None
         # "auto" compiles the DescriptorCV when OpenMM can hold it (at most 32 collective variables), else
         # runs it through a Python-driven route
         kappa = self.kT / (2 * grid.width) ** 2 if self.kappa is None else self.kappa
         kwargs = {"lambda_mass": self.toy.mass} if self.toy is not None else {}
-        eabf = ExtendedABF(self.system, self.positions, cv if fast is None else fast, grid, kappa, self.temperature,
+        eabf = ExtendedABF(self.system, positions, cv if fast is None else fast, grid, kappa, self.temperature,
                            particles=self.particles, route=self.route, integrator=self._integrator(seed),
                            sample_frequency=self.sample_frequency,
                            update_frequency=self.sample_frequency * max(1, 1000 // self.sample_frequency),
                            full_samples=self.full_samples, store_positions=True, seed=seed, **kwargs)  # fmt: skip
-        return eabf.run(n_steps)
+        eabf.run(n_steps)
+        last = eabf.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+        return eabf, np.asarray(last[: self.system.getNumParticles()], dtype=float)  # without λ's particle
+
+    def _start(self, state):
+        """Start positions (nm) of the next sampling run."""
+        return state["last"] if self.start == "previous" and state.get("last") is not None else self.positions
 
     # --- state -------------------------------------------------------------------------------------------
     def _settings(self):
@@ -486,6 +503,7 @@ class IterativeCVLearning:
             "n_cv": self.n_cv, "hidden": list(self.hidden), "activation": self.activation,
             "steps_per_iteration": self.steps_per_iteration, "sample_frequency": self.sample_frequency,
             "reweight": self.reweight, "n_bins": self.n_bins, "grid_margin": self.grid_margin, "seed": self.seed,
+            "start": self.start,
             "features": list(self.featurizer.labels), "particles": self.particles.tolist(),
         }  # fmt: skip
 
@@ -526,7 +544,7 @@ class IterativeCVLearning:
             logger.info("resuming from %s after iteration %d", self.state_file, len(state["records"]) - 1)
         else:
             state = {"version": STATE_VERSION, "settings": self._settings(), "records": [], "models": [],
-                     "positions": None, "converged": False}  # fmt: skip
+                     "positions": None, "last": None, "converged": False}  # fmt: skip
         self.n_resumed_ = len(state["records"])
         bar = None
         if self.verbose:
@@ -552,13 +570,14 @@ class IterativeCVLearning:
         i = len(state["records"])
         seed = int(self.seed) + i
         if i == 0:
-            positions, log_w = self._sample_unbiased(seed), None
+            (positions, last), log_w = self._sample_unbiased(seed), None
             target = None
             ess = float(len(positions))
             score, threshold = np.nan, np.nan
         else:
             previous = state["models"][-1]
-            eabf = self._eabf(previous, self._grid(previous, state["positions"]), self.steps_per_iteration, seed)
+            eabf, last = self._eabf(previous, self._grid(previous, state["positions"]), self.steps_per_iteration, seed,
+                                    self._start(state))  # fmt: skip
             positions = eabf.results.samples.positions.values
             target = eabf_log_weights(eabf)
             ess = _ess(target)
@@ -593,6 +612,7 @@ class IterativeCVLearning:
         state["records"].append(record)
         state["models"].append(cv)
         state["positions"] = positions.astype(np.float32)
+        state["last"] = last
         state["converged"] = bool(i > 0 and score >= threshold)
 
     def _conclude(self, state):
@@ -623,5 +643,6 @@ class IterativeCVLearning:
         if self.production_steps:
             cv = self.results.cv
             seed = int(self.seed) + n
-            self.results.production = self._eabf(cv, self._grid(cv, state["positions"]), self.production_steps,
-                                                 seed).results  # fmt: skip
+            eabf, _ = self._eabf(cv, self._grid(cv, state["positions"]), self.production_steps, seed,
+                                 self._start(state))  # fmt: skip
+            self.results.production = eabf.results
