@@ -5,7 +5,8 @@ import numpy as np
 
 from .ensembles import TICA_FEATURES, compare_ensembles
 
-__all__ = ["regscore", "regscore_threshold", "unwrap_angles", "knn_score", "compare_ensembles", "TICA_FEATURES"]
+__all__ = ["regscore", "regscore_threshold", "unwrap_angles", "knn_score", "knn_regscore", "compare_ensembles",
+           "TICA_FEATURES"]
 
 
 def _as_2d(values, name):
@@ -62,7 +63,7 @@ def regscore(a, b, weights=None):
     return float(scores.mean())
 
 
-def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentile=5.0, seed=0):
+def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentile=5.0, seed=0, score=None):
     """Bootstrap threshold for regscore between CVs that differ only by sampling noise (FEBILAE).
 
     A CV is trained on each of ``n_bootstrap`` random sub-samples holding
@@ -70,7 +71,8 @@ def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentil
     frames and each sub-sample CV (both evaluated on all frames) measure how
     much regscore a CV loses from finite data alone. Their ``percentile``-th
     percentile is the threshold above which two successive CVs are taken as
-    the same.
+    the same. ``score`` replaces regscore by another comparison of two CVs,
+    e.g. :func:`knn_regscore`.
 
     Parameters
     ----------
@@ -84,6 +86,8 @@ def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentil
         Fraction of frames per sub-sample, in (0, 1].
     percentile : float, default 5.0
     seed : int, default 0
+    score : callable, optional
+        ``score(full, sub) -> float`` for two CVs on all frames; default :func:`regscore`.
 
     Returns
     -------
@@ -94,11 +98,12 @@ def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentil
         raise ValueError(f"fraction={fraction} must be in (0, 1], e.g. 0.1")
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap={n_bootstrap} must be at least 1")
+    score = regscore if score is None else score
     rng = np.random.default_rng(seed)
     size = max(2, int(round(fraction * n_frames)))
     full = fit_cv(None)
     scores = np.array(
-        [regscore(full, fit_cv(np.sort(rng.choice(n_frames, size, replace=False)))) for _ in range(n_bootstrap)]
+        [score(full, fit_cv(np.sort(rng.choice(n_frames, size, replace=False)))) for _ in range(n_bootstrap)]
     )
     return float(np.percentile(scores, percentile)), scores
 
@@ -184,4 +189,42 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
             "per_target": per_target.tolist(),
             "n_neighbors": n_neighbors,
         },
+    )
+
+
+def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0):
+    """Whether two CVs are the same up to a smooth invertible map: :func:`knn_score` both ways, the lower.
+
+    :func:`regscore` asks for an affine map between two CVs. A nonlinear autoencoder fixes its latent
+    space only up to a smooth reparametrisation, and eABF along ξ or along f(ξ), f invertible, pushes
+    the system over the same regions. ``knn_regscore`` is 1 when each CV is a (locally
+    Lipschitz) function of the other; it stays below 1 when one CV separates frames the other
+    lumps together, as when a new CV has learned a basin that the previous one mapped onto known
+    values. On vacuum alanine dipeptide (2-D CVs, 75,000 frames of one FEBILAE iteration) four
+    autoencoders trained on the same frames from different seeds scored regscores of 0.83-0.996
+    against each other and kNN R² of 0.988-0.999, while the CV of an unbiased C7eq run scored
+    0.956 against the CV learned from the first C7ax visits.
+
+    Parameters
+    ----------
+    a, b : array_like, shape (n_frames,) or (n_frames, n_cv)
+        Two CVs on the same frames, on comparable scales (e.g. each standardised), since the
+        neighbours are Euclidean.
+    lengths : sequence of int, optional
+        Frames per trajectory (see :func:`knn_score`); default one trajectory.
+    n_neighbors : int, default 10
+    seed : int, default 0
+        Seed of the held-out blocks.
+
+    Returns
+    -------
+    float
+        ``min(knn_score(a, b), knn_score(b, a))``, held-out R² in (-inf, 1].
+    """
+    x, y = _as_2d(a, "a"), _as_2d(b, "b")
+    if len(x) != len(y):
+        raise ValueError(f"a has {len(x)} frames but b has {len(y)}; evaluate both CVs on the same frames")
+    return min(
+        float(knn_score(x, y, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
+        float(knn_score(y, x, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
     )

@@ -61,7 +61,9 @@ def test_results_are_labelled_xarray(reweighted):
     it = results.iterations
     assert isinstance(it, xr.Dataset)
     n = it.sizes["iteration"]
-    assert set(it.data_vars) == {"regscore", "threshold", "reference_score", "n_frames", "ess", "pmf"}
+    assert set(it.data_vars) == {"regscore", "knn_regscore", "threshold", "reference_score", "n_frames", "ess", "pmf"}
+    # a CV that converged to x1 is also the previous one up to a smooth map, and the first has no predecessor
+    assert np.isnan(float(it.knn_regscore[0])) and float(it.knn_regscore[-1]) >= 0.99
     assert it.pmf.dims == ("iteration", "bin0") and it.pmf.shape == (n, 50)
     assert it.pmf.attrs["units"] == "kJ/mol" and it.xi.dims == ("iteration", "bin0")
     assert np.nanmin(it.pmf.values[-1]) == 0
@@ -174,17 +176,50 @@ def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path
     np.testing.assert_allclose(torch.load(state, weights_only=False)["positions"][-1], runs[4][1][:1] * 10, atol=1e-5)
 
 
+def test_knn_criterion_converges_to_x1(toy):
+    """criterion="knn" stops on the kNN regscore; on the toy it ends where the affine test does, at x1.
+
+    Measured (min_score 0.99, seeds 0-2): kNN regscores 0.45 / -1.97 / 0.64 at iteration 1 (the
+    unbiased CV followed x2), then 0.990-1.000 at iteration 2, where all three stop with R² 1.0000
+    against x1; the regscore criterion stops there too for seeds 0 and 2 (0.9973, 1.0000) and one
+    iteration later for seed 1 (0.9887, then 1.0000). With the bootstrap threshold (0.983-0.9999)
+    the kNN criterion stops at iteration 2-3, R² 1.0000."""
+    loop = make(toy, criterion="knn").run()
+    it = loop.results.iterations
+    assert loop.results.converged
+    assert float(it.knn_regscore[-1]) >= 0.99
+    assert float(it.reference_score[-1]) >= 0.95
+
+
+def test_criterion_must_be_known(toy):
+    with pytest.raises(ValueError, match=r"criterion='r2' must be one of \['knn', 'regscore'\]"):
+        IterativeCVLearning(toy, criterion="r2")
+
+
+def test_state_file_of_another_layout_is_refused(toy, tmp_path):
+    state = tmp_path / "state.pt"
+    torch.save({"version": 1, "settings": {}, "records": []}, state)
+    with pytest.raises(ValueError, match=r"has layout 1, written by another mdcvkit version; this one reads layout 2"):
+        make(toy, state_file=state).run()
+    torch.save([1, 2], state)
+    with pytest.raises(ValueError, match=r"is not an IterativeCVLearning state"):
+        make(toy, state_file=state).run()
+
+
 def test_start_must_be_previous_or_initial(toy):
     with pytest.raises(ValueError, match=r"start='first' must be 'previous' \(continue from the last run\) or"):
         IterativeCVLearning(toy, start="first")
 
 
-def test_default_min_score_is_the_bootstrap_threshold(toy):
+@pytest.mark.parametrize("criterion, score", [("regscore", "regscore"), ("knn", "knn_regscore")])
+def test_default_min_score_is_the_bootstrap_threshold(toy, criterion, score):
     loop = make(toy, steps_per_iteration=200_000, min_score=None, max_iterations=1, n_bootstrap=3,
-                production_steps=20_000).run()  # fmt: skip
-    threshold = float(loop.results.iterations.threshold[1])
+                production_steps=20_000, criterion=criterion).run()  # fmt: skip
+    it = loop.results.iterations
+    threshold = float(it.threshold[1])
     assert 0 < threshold <= 1
-    assert loop.results.converged == (float(loop.results.iterations.regscore[1]) >= threshold)
+    assert loop.results.converged == (float(it[score][1]) >= threshold)
+    assert it.threshold.attrs["long_name"] == f"threshold of the {criterion} criterion"
     assert loop.results.production.pmf.attrs["units"] == "kJ/mol"
 
 

@@ -5,7 +5,7 @@ import xarray as xr
 from sklearn.linear_model import LinearRegression
 
 import mdcvkit as mk
-from mdcvkit.metrics import knn_score, regscore, regscore_threshold, unwrap_angles
+from mdcvkit.metrics import knn_regscore, knn_score, regscore, regscore_threshold, unwrap_angles
 
 
 def test_regscore_matches_scikit_learn():
@@ -53,6 +53,26 @@ def test_regscore_threshold_from_bootstrap():
     assert len(calls) == 9 and calls[0] is None and all(len(c) == 100 for c in calls[1:])
     assert scores.shape == (8,) and threshold == pytest.approx(np.percentile(scores, 5))
     assert 0 <= threshold <= 1
+    # another comparison of two CVs replaces regscore, on the same sub-samples
+    pairs = []
+    threshold, scores = regscore_threshold(fit_cv, 1000, n_bootstrap=8, fraction=0.1, seed=0,
+                                           score=lambda full, sub: pairs.append((full, sub)) or -1.0)  # fmt: skip
+    assert len(pairs) == 8 and threshold == -1.0 and np.all(scores == -1.0)
+    assert all(np.array_equal(full, fit_cv(None)) for full, _ in pairs)
+
+
+def test_knn_regscore_accepts_smooth_maps_and_sees_lumped_frames():
+    """1 for a smooth invertible map that regscore penalises; below 1 when one CV lumps frames the
+    other separates (a fold), whichever of the two is passed first."""
+    rng = np.random.default_rng(5)
+    a = rng.uniform(-2, 2, size=(6000, 2))
+    bent = np.c_[np.sinh(a[:, 0]) + a[:, 1], a[:, 1] + 0.5 * a[:, 0] ** 2]  # invertible, not affine
+    assert regscore(a, bent) < 0.9 and regscore(bent, a) < 0.9  # measured 0.89, 0.85
+    assert knn_regscore(a, bent) > 0.99  # measured 0.9988
+    folded = np.c_[np.abs(a[:, 0]), a[:, 1]]  # frames at ±a₀ lumped together
+    assert knn_regscore(a, folded) < 0.6 and knn_regscore(folded, a) == knn_regscore(a, folded)  # measured 0.46
+    with pytest.raises(ValueError, match=r"a has 6000 frames but b has 10; evaluate both CVs on the same frames"):
+        knn_regscore(a, bent[:10])
 
 
 def test_knn_score_sees_determined_and_undetermined_targets():
