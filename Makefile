@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/mdcvkit demo --output $(DEMO_OUT)
 
 test: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check mdcvkit tests benchmarks data
+	$(VENV)/bin/ruff check mdcvkit tests benchmarks data tutorials
 	$(PY) -m pytest -q
 
 # mlcolvar pins scikit-learn<1.8: install its other requirements, then mlcolvar without them

@@ -69,6 +69,7 @@ def test_results_are_labelled_xarray(reweighted):
     assert np.nanmin(it.pmf.values[-1]) == 0
     assert np.all(it.n_frames.values == 20_000)
     assert len(results.models) == n and results.cv is results.models[-1]
+    assert results.production is None and results.production_log_weights is None  # production_steps=0
     # every model is a CV module: positions (Å) -> (n_frames, n_cv), differentiable
     x = torch.tensor([[[-10.0, 0.0, 0.0]], [[10.0, 0.0, 0.0]]], requires_grad=True)
     values = results.models[-1](x)
@@ -220,6 +221,9 @@ def test_default_min_score_is_the_bootstrap_threshold(toy, criterion, score):
     assert 0 < threshold <= 1
     assert loop.results.converged == (float(it[score][1]) >= threshold)
     assert it.threshold.attrs["long_name"] == f"threshold of the {criterion} criterion"
+    production, log_w = loop.results.production, loop.results.production_log_weights
+    assert log_w.shape == (production.samples.sizes["sample"],)
+    assert np.exp(log_w).sum() == pytest.approx(1.0)
     assert loop.results.production.pmf.attrs["units"] == "kJ/mol"
 
 
