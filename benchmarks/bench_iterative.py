@@ -24,8 +24,9 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
 * weights: ``eabf_log_weights`` (CZAR free energy and histogram of the sampled CV) and the ESS;
 * training: a fresh autoencoder on the weighted frames;
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
-* bookkeeping: regscore against the previous CV, the score against (φ, ψ), the reweighted PMF
-  and the next grid.
+* kNN regscores of the same bootstrap CVs, what ``criterion="knn"`` scores them with instead;
+* bookkeeping: regscore and kNN regscore against the previous CV, the score against (φ, ψ), the
+  reweighted PMF and the next grid.
 
 Then the per-step cost of the routes a learned CV can take into OpenMM, on the same system:
 the unbiased step, the compiled expression route (body-frame coordinates as above, and the 25
@@ -56,7 +57,7 @@ from mdcvkit.analysis import CollectiveVariable  # noqa: E402
 from mdcvkit.biasing import IterativeCVLearning, add_cv_bias  # noqa: E402
 from mdcvkit.biasing.iterative import _ess, _ScaledCV, eabf_log_weights  # noqa: E402
 from mdcvkit.features import AlignedPositions, PairwiseDistances, make_featurizer  # noqa: E402
-from mdcvkit.metrics import regscore, regscore_threshold, unwrap_angles  # noqa: E402
+from mdcvkit.metrics import knn_regscore, regscore, regscore_threshold, unwrap_angles  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
 from mdcvkit.training import Trainer  # noqa: E402
 
@@ -138,16 +139,23 @@ def main():
     t_weights = time.perf_counter() - start_weights
     cv1, t_train = timed(loop._train, features, log_w, 1)
 
+    fitted = []
+
     def fit_cv(indices):
         model = cv1 if indices is None else loop._train(features, log_w, 1, indices)
         with torch.no_grad():
-            return model(torch.as_tensor(positions, dtype=torch.float32)).numpy()
+            fitted.append(model(torch.as_tensor(positions, dtype=torch.float32)).numpy())
+        return fitted[-1]
 
     (threshold, _), t_bootstrap = timed(regscore_threshold, fit_cv, len(positions), n_bootstrap=10, seed=1)
+    start_knn = time.perf_counter()
+    knn_threshold = np.percentile([knn_regscore(fitted[0], sub) for sub in fitted[1:]], 5)
+    t_knn = time.perf_counter() - start_knn
     start_rest = time.perf_counter()
     with torch.no_grad():
         x = torch.as_tensor(positions, dtype=torch.float32)
         score = regscore(cv0(x).numpy(), cv1(x).numpy())
+        knn = knn_regscore(cv0(x).numpy(), cv1(x).numpy())
         reference = regscore(cv1(x).numpy(), phi_psi(positions))
     next_grid = loop._grid(cv1, positions)
     loop._pmf(cv1, positions, log_w, next_grid)
@@ -156,6 +164,7 @@ def main():
     stages = [("eABF set-up (Context, compiled CV)", t_setup), ("eABF sampling", t_eabf - t_setup),
               ("featurisation", t_features), ("weights (CZAR free energy, histogram, ESS)", t_weights),
               ("training", t_train), ("bootstrap threshold (10 fits on 10 %)", t_bootstrap),
+              ("kNN regscores of the bootstrap fits (criterion='knn')", t_knn),
               ("bookkeeping (regscores, PMF, grid)", t_rest)]  # fmt: skip
     total = sum(t for _, t in stages)
     table = [("stage of iteration 1", "seconds", "share")]
@@ -165,6 +174,7 @@ def main():
     print()
     print_table(table)
     print(f"\n{len(positions)} frames, ESS {ess:.0f}, regscore(ξ0, ξ1) {score:.4f}, threshold {threshold:.4f}, "
+          f"kNN regscore {knn:.4f}, threshold {knn_threshold:.4f}, "
           f"score of ξ1 against (φ, ψ) {reference:.4f}")  # fmt: skip
 
     # per-step cost of the two routes a learned CV can take
