@@ -22,6 +22,14 @@ def _as_2d(values, name):
     return array
 
 
+def _paired(a, b):
+    """Two CVs on the same frames as 2-D float arrays."""
+    x, y = _as_2d(a, "a"), _as_2d(b, "b")
+    if len(x) != len(y):
+        raise ValueError(f"a has {len(x)} frames but b has {len(y)}; evaluate both CVs on the same frames")
+    return x, y
+
+
 def regscore(a, b, weights=None):
     """R² of the best affine map from CV ``a`` to CV ``b`` (FEBILAE's convergence score).
 
@@ -47,9 +55,7 @@ def regscore(a, b, weights=None):
     ----------
     Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
     """
-    x, y = _as_2d(a, "a"), _as_2d(b, "b")
-    if len(x) != len(y):
-        raise ValueError(f"a has {len(x)} frames but b has {len(y)}; evaluate both CVs on the same frames")
+    x, y = _paired(a, b)
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if len(w) != len(x) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
         raise ValueError(f"weights must be {len(x)} finite non-negative values, not all zero")
@@ -221,9 +227,7 @@ def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0):
     float
         ``min(knn_score(a, b), knn_score(b, a))``, held-out R² in (-inf, 1].
     """
-    x, y = _as_2d(a, "a"), _as_2d(b, "b")
-    if len(x) != len(y):
-        raise ValueError(f"a has {len(x)} frames but b has {len(y)}; evaluate both CVs on the same frames")
+    x, y = _paired(a, b)
     return min(
         float(knn_score(x, y, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
         float(knn_score(y, x, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
