@@ -227,6 +227,24 @@ def test_default_min_score_is_the_bootstrap_threshold(toy, criterion, score):
     assert loop.results.production.pmf.attrs["units"] == "kJ/mol"
 
 
+def test_production_grid_margin_sets_only_the_production_grid(toy, reweighted):
+    """Resuming the converged state runs only the production; its grid spans (1 + 2 m) times the range."""
+    spans = {}
+    for margin in (None, 0.0, 0.5):
+        loop = make(toy, state_file=reweighted.state_file, production_steps=500, production_grid_margin=margin).run()
+        assert loop.n_resumed_ == reweighted.results.iterations.sizes["iteration"]  # no iteration re-run
+        centers = loop.results.production.abf_bias.cv0.values
+        spans[margin] = centers[-1] - centers[0]
+    assert spans[0.5] / spans[0.0] == pytest.approx(2.0, rel=1e-4)
+    assert spans[None] / spans[0.0] == pytest.approx(1.0 + 2 * 0.05, rel=1e-4)  # default: grid_margin
+
+
+@pytest.mark.parametrize("margin", [-0.1, np.inf, "wide", True])
+def test_production_grid_margin_must_be_a_non_negative_fraction(toy, margin):
+    with pytest.raises(ValueError, match=r"production_grid_margin=.* must be a non-negative fraction of the span"):
+        IterativeCVLearning(toy, production_grid_margin=margin)
+
+
 @pytest.fixture(scope="module")
 def alanine():
     """Vacuum alanine dipeptide as the shipped data were made, starting in C7eq.
