@@ -161,9 +161,9 @@ def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path
         runs.append(("end", last))
         return frames, last
 
-    def spy_eabf(cv, grid, n_steps, seed, positions):
+    def spy_eabf(cv, grid, n_steps, seed, positions, kappa=None):
         runs.append(("start", positions))
-        run, last = eabf(cv, grid, n_steps, seed, positions)
+        run, last = eabf(cv, grid, n_steps, seed, positions, kappa)
         runs.append(("end", last))
         return run, last
 
@@ -243,6 +243,31 @@ def test_production_grid_margin_sets_only_the_production_grid(toy, reweighted):
 def test_production_grid_margin_must_be_a_non_negative_fraction(toy, margin):
     with pytest.raises(ValueError, match=r"production_grid_margin=.* must be a non-negative fraction of the span"):
         IterativeCVLearning(toy, production_grid_margin=margin)
+
+
+@pytest.mark.parametrize("production_kappa", [None, 3.0])
+def test_production_kappa_sets_only_the_production_coupling(toy, tmp_path, monkeypatch, production_kappa):
+    """Each eABF run is built with the κ it should have: the iterations' default, then the production's."""
+    used = []
+
+    class Recording(ExtendedABF):
+        def __init__(self, system, positions, cv, grid, kappa, *args, **kwargs):
+            used.append((np.ravel(kappa), grid))
+            super().__init__(system, positions, cv, grid, kappa, *args, **kwargs)
+
+    monkeypatch.setattr(mk.biasing.iterative, "ExtendedABF", Recording)
+    loop = make(toy, steps_per_iteration=20_000, max_iterations=1, min_score=1.0, production_steps=500,
+                production_kappa=production_kappa).run()  # fmt: skip
+    (iteration, grid), (production, production_grid) = used
+    np.testing.assert_allclose(iteration, loop.kT / (2 * grid.width) ** 2)
+    expected = loop.kT / (2 * production_grid.width) ** 2 if production_kappa is None else [3.0]
+    np.testing.assert_allclose(production, expected)
+
+
+@pytest.mark.parametrize("kappa", [-1.0, 0.0, np.nan, "stiff", True, [1.0, 2.0, 3.0]])
+def test_production_kappa_must_be_positive(toy, kappa):
+    with pytest.raises(ValueError, match=r"production_kappa=.* must be a positive coupling constant"):
+        IterativeCVLearning(toy, production_kappa=kappa)
 
 
 @pytest.fixture(scope="module")

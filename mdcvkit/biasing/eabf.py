@@ -46,17 +46,21 @@ MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_
 REFERENCE_PLATFORM_MAX_PARTICLES = 200
 
 
-def _check_kappa(kappa, n_dim):
+def _check_kappa(kappa, n_dim, name="kappa"):
+    """``kappa`` as ``n_dim`` positive floats, or a ValueError naming ``name``."""
     if unit.is_quantity(kappa):
         kappa = kappa.value_in_unit(kappa.unit)
-    value = (
-        np.broadcast_to(np.asarray(kappa, dtype=float), (n_dim,)).copy()
-        if np.size(kappa) in (1, n_dim)
-        else None
-    )
+    try:
+        value = np.asarray(kappa, dtype=float)
+    except (TypeError, ValueError):
+        value = None
+    if value is not None and not isinstance(kappa, bool) and value.size in (1, n_dim):
+        value = np.broadcast_to(value.reshape(-1), (n_dim,)).copy()
+    else:
+        value = None
     if value is None or not np.all(np.isfinite(value)) or np.any(value <= 0):
         raise ValueError(
-            f"kappa={kappa!r} must be a positive coupling constant in kJ/mol/(CV unit)², "
+            f"{name}={kappa!r} must be a positive coupling constant in kJ/mol/(CV unit)², "
             f"one or {n_dim} value(s); "
             f"pass e.g. kappa = kT / sigma**2 with sigma a tenth of the CV's range"
         )
