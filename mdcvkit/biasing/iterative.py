@@ -265,13 +265,12 @@ class IterativeCVLearning:
     production_steps : int, default 0
         Steps of a final eABF run along the last CV. Its frames, reweighted
         (``results.production_log_weights``), give free energies along any coordinate, but a
-        difference between basins rests on how often the run crossed between them: on vacuum alanine
-        dipeptide (tutorial 05), 5 ns along a learned 2-D CV with ``production_grid_margin=0.1``
-        crossed C7eq ↔ C7ax 16 times and gave A(C7ax) - A(C7eq) = 6.7 kJ/mol, against 7.0 kJ/mol
-        from 5 ns of eABF along φ (178 crossings); three more with that margin (another run's CV,
-        from C7eq) crossed 8-16 times and gave 8.6-11.4 kJ/mol; four runs on the iterations' margin
-        of 0.5 crossed 1-3 times where counted and gave 7.3-30.8 kJ/mol. Count the crossings before
-        trusting such a number.
+        difference between basins rests on how often the run crossed between them. On vacuum alanine
+        dipeptide, seven 5 ns productions along learned 2-D CVs with ``production_grid_margin=0.1``
+        and ``production_kappa`` 100-200 (tutorial 05 and trials) crossed C7eq ↔ C7ax 46-92 times
+        and gave A(C7ax) - A(C7eq) = 5.3-9.8 kJ/mol, against 6.8-7.6 kJ/mol from 5 ns of eABF along
+        φ (178-186 crossings); on the iterations' grid (margin 0.5, κ 40) four runs crossed 1-3
+        times and gave 7.3-30.8 kJ/mol. Count the crossings before trusting such a number.
     production_grid_margin : float, optional
         ``grid_margin`` of the production run; default ``grid_margin``. The iterations need a wide
         margin to push beyond the frames seen so far; the production only has to sample the region
