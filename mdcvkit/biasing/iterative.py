@@ -411,8 +411,9 @@ class IterativeCVLearning:
         if criterion not in CRITERIA:
             raise ValueError(f"criterion={criterion!r} must be one of {sorted(CRITERIA)}: 'regscore' (FEBILAE's "
                              f"affine test) or 'knn' (the same CV up to a smooth invertible map)")  # fmt: skip
-        for label, value in (("grid_margin", grid_margin), ("production_grid_margin",
-                             grid_margin if production_grid_margin is None else production_grid_margin)):
+        if production_grid_margin is None:
+            production_grid_margin = grid_margin
+        for label, value in (("grid_margin", grid_margin), ("production_grid_margin", production_grid_margin)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
                 raise ValueError(f"{label}={value!r} must be a non-negative fraction of the span, e.g. 0.1")
         if production_kappa is not None:
@@ -439,8 +440,7 @@ class IterativeCVLearning:
         self.n_bootstrap = int(n_bootstrap)
         self.ess_threshold = float(ess_threshold)
         self.production_steps = int(production_steps)
-        margin = grid_margin if production_grid_margin is None else production_grid_margin
-        self.production_grid_margin = float(margin)
+        self.production_grid_margin = float(production_grid_margin)
         self.production_kappa = production_kappa
         self.start = start
         self.criterion = criterion
