@@ -236,7 +236,7 @@ def test_production_grid_margin_sets_only_the_production_grid(toy, reweighted):
         centers = loop.results.production.abf_bias.cv0.values
         spans[margin] = centers[-1] - centers[0]
     assert spans[0.5] / spans[0.0] == pytest.approx(2.0, rel=1e-4)
-    assert spans[None] / spans[0.0] == pytest.approx(1.0 + 2 * 0.05, rel=1e-4)  # default: grid_margin
+    assert spans[None] / spans[0.0] == pytest.approx(1.0 + 2 * reweighted.grid_margin, rel=1e-4)  # the default
 
 
 @pytest.mark.parametrize("margin", [-0.1, np.inf, "wide", True])
