@@ -9,18 +9,21 @@ What it times: ``mk.biasing.IterativeCVLearning`` with the settings of the alani
 section of ``tutorials/05_iterative_learning.ipynb`` (vacuum, AMBER99SB-ILDN, no cutoff,
 HBond constraints, hydrogen mass 4 amu, LangevinMiddle 300 K 1/ps 4 fs, Reference platform;
 the 21 body-frame coordinates of the heavy atoms (frame: N, CA, C of the alanine,
-``make_featurizer("frame", ...)``); a 21-40-2-40-21 tanh autoencoder; 2-D eABF on a 15 x 15
+``make_featurizer("frame", ...)``, compiled into OpenMM) or, with ``--features aligned``, their 30
+Kabsch-aligned coordinates (through the Python force); a 21-40-2-40-21 (30-40-2-40-30) tanh
+autoencoder; 2-D eABF on a 15 x 15
 grid widened by half its span on each side, κ = 40 kJ/mol per (CV spread)², full ABF force
 after 20 samples; ``--steps`` steps per iteration, a frame every ``--sample-frequency`` steps;
 100 epochs at most, patience 10; a 10-sample bootstrap
 threshold). Iteration 0 (unbiased sampling and the first training) is run and timed for
 reference; then one biased iteration is taken apart into the stages ``run()`` chains:
 
-* eABF set-up: the extended System and the OpenMM Context with the CV compiled into a
-  CustomCVForce expression (an eABF run of 0 steps and one force evaluation);
+* eABF set-up: the extended System and the OpenMM Context with the CV force (compiled into a
+  CustomCVForce expression for body-frame coordinates), an eABF run of 0 steps and one force
+  evaluation;
 * eABF sampling: the eABF run of ``--steps`` steps along the previous CV (the same run
   again, minus the set-up), CZAR's final estimate included;
-* featurisation: the body-frame coordinates of the stored frames;
+* featurisation: the features of the stored frames;
 * weights: ``eabf_log_weights`` (CZAR free energy and histogram of the sampled CV) and the ESS;
 * training: a fresh autoencoder on the weighted frames;
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
@@ -63,17 +66,17 @@ from mdcvkit.training import Trainer  # noqa: E402
 
 
 def vacuum_alanine():
-    """System, C7eq start (Å), heavy atoms, their body-frame featurizer and distance pairs, (φ, ψ) reference."""
+    """System, C7eq start (Å), heavy atoms (AtomGroup), their distance pairs, (φ, ψ) reference."""
     setup = mk.datasets.alanine_dipeptide_system("vacuum")  # as make_data.py, first frame of the vacuum run
     group = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
-    heavy, pairs = group.indices.tolist(), mk.features.separated_pairs(group, min_bonds=3)
+    pairs = mk.features.separated_pairs(group, min_bonds=3)
     backbone = make_featurizer("dihedrals", group)
 
     def phi_psi(positions):  # degrees, cut where alanine dipeptide never goes at 300 K
         angles = mk.features.dihedral_angles(torch.as_tensor(positions, dtype=torch.float64), backbone.quadruplets)
         return unwrap_angles(np.degrees(angles.numpy()), (-240, -120))
 
-    return setup.system, setup.positions * 10, heavy, make_featurizer("frame", group), pairs, phi_psi
+    return setup.system, setup.positions * 10, group, pairs, phi_psi
 
 
 def timed(function, *args, **kwargs):
@@ -101,12 +104,16 @@ def main():
     parser.add_argument("--steps", type=int, default=250_000, help="steps per iteration (default 250,000: 1 ns)")
     parser.add_argument("--sample-frequency", type=int, default=10, help="steps between frames (default 10)")
     parser.add_argument("--route-steps", type=int, default=3000, help="steps per route timing (default 3000)")
+    parser.add_argument("--features", choices=("frame", "aligned"), default="frame",
+                        help="inputs of the autoencoder (default frame, as tutorial 05)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     steps, route_steps = (5000, 300) if args.quick else (args.steps, args.route_steps)
     hidden, epochs = ((8,), 10) if args.quick else ((40,), 100)
     torch.set_num_threads(1)
-    system, start, heavy, featurizer, pairs, phi_psi = vacuum_alanine()
+    system, start, group, pairs, phi_psi = vacuum_alanine()
+    heavy, featurizer = group.indices.tolist(), make_featurizer(args.features, group)
+    frames = make_featurizer("frame", group)
     loop = IterativeCVLearning(system, featurizer, particles=heavy, positions=start / 10, temperature=300,
                                integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004), n_cv=2, hidden=hidden,
                                steps_per_iteration=steps,
@@ -115,7 +122,8 @@ def main():
                                trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip
     print(f"# bench_iterative: OpenMM {openmm.__version__}, torch {torch.__version__}, "
           f"{platform.node()} {platform.processor() or ''}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
-    print(f"# vacuum alanine dipeptide, {featurizer.n_features} body-frame coordinates, {featurizer.n_features}-"
+    kind = {"aligned": "Kabsch-aligned", "frame": "body-frame"}[args.features]
+    print(f"# vacuum alanine dipeptide, {featurizer.n_features} {kind} coordinates, {featurizer.n_features}-"
           f"{'-'.join(map(str, hidden))}-2 encoder, {steps:,} steps ({steps * 0.004:g} ps) per iteration, "
           f"a frame every {args.sample_frequency} steps")  # fmt: skip
 
@@ -126,7 +134,7 @@ def main():
     # iteration 1, stage by stage, as IterativeCVLearning._iteration chains them
     grid = loop._grid(cv0, positions0)
 
-    def set_up():  # OpenMM compiles the CV expression at the first force evaluation, not in the constructor
+    def set_up():  # OpenMM builds (and compiles) the CV force at the first force evaluation
         loop._eabf(cv0, grid, 0, 1, last0)[0].context.getState(getForces=True)
 
     _, t_setup = timed(set_up)
@@ -161,7 +169,7 @@ def main():
     loop._pmf(cv1, positions, log_w, next_grid)
     t_rest = time.perf_counter() - start_rest
 
-    stages = [("eABF set-up (Context, compiled CV)", t_setup), ("eABF sampling", t_eabf - t_setup),
+    stages = [("eABF set-up (Context, CV force)", t_setup), ("eABF sampling", t_eabf - t_setup),
               ("featurisation", t_features), ("weights (CZAR free energy, histogram, ESS)", t_weights),
               ("training", t_train), ("bootstrap threshold (10 fits on 10 %)", t_bootstrap),
               ("kNN regscores of the bootstrap fits (criterion='knn')", t_knn),
@@ -179,8 +187,8 @@ def main():
 
     # per-step cost of the two routes a learned CV can take
     torch.manual_seed(0)
-    frame_ae = AutoEncoder(featurizer.n_features, 2, hidden=hidden)
-    frame_cv = _ScaledCV(featurizer, frame_ae, np.zeros(2), np.ones(2)).descriptor_cv()
+    frame_ae = AutoEncoder(frames.n_features, 2, hidden=hidden)
+    frame_cv = _ScaledCV(frames, frame_ae, np.zeros(2), np.ones(2)).descriptor_cv()
     distances = PairwiseDistances(len(heavy), pairs)
     distance_ae = AutoEncoder(distances.n_features, 2, hidden=hidden)
     distance_cv = _ScaledCV(distances, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
