@@ -62,7 +62,7 @@ def _check_kappa(kappa, n_dim, name="kappa"):
         raise ValueError(
             f"{name}={kappa!r} must be a positive coupling constant in kJ/mol/(CV unit)², "
             f"one or {n_dim} value(s); "
-            f"pass e.g. kappa = kT / sigma**2 with sigma a tenth of the CV's range"
+            f"pass e.g. {name} = kT / sigma**2 with sigma a tenth of the CV's range"
         )
     return value
 
