@@ -34,8 +34,9 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
 Then the per-step cost of the routes a learned CV can take into OpenMM, on the same system:
 the unbiased step, the compiled expression route (body-frame coordinates as above, and the 25
 distances between heavy atoms three or more bonds apart) and the Python route (Kabsch-aligned
-heavy-atom coordinates, 30-40-2, PythonForce with a torch forward and backward pass per step),
-each as a harmonic bias on a freshly initialised CV.
+heavy-atom coordinates, 30-40-2, PythonForce evaluating the CV's NumPy twin each step, and the same
+CV through a torch forward and backward pass, what any other CV module costs), each as a harmonic
+bias on a freshly initialised CV.
 
 Timings depend on the machine and its load; compare stages from the same run.
 """
@@ -198,10 +199,13 @@ def main():
     frame = per_step(system, start / 10, route_steps * 10, frame_cv, heavy, "expression")
     expression = per_step(system, start / 10, route_steps * 10, distance_cv, heavy, "expression")
     python = per_step(system, start / 10, route_steps, aligned_cv, heavy, "python")
+    # wrapped, the CV is no longer one numpy_twin covers: torch evaluates it, as it would any module
+    python_torch = per_step(system, start / 10, route_steps, torch.nn.Sequential(aligned_cv), heavy, "python")
     table = [("run (Reference platform, 4 fs)", "ms/step", "ratio to unbiased")]
     for name, t in (("unbiased", base), ("expression route: body-frame coordinates -> MLP", frame),
                     ("expression route: distances -> MLP", expression),
-                    ("python route: aligned coordinates -> MLP", python)):  # fmt: skip
+                    ("python route: aligned coordinates -> MLP (NumPy twin)", python),
+                    ("python route: aligned coordinates -> MLP (torch)", python_torch)):  # fmt: skip
         table.append((name, f"{t * 1e3:.4f}", f"{t / base:.1f}"))
     print()
     print_table(table)

@@ -16,6 +16,7 @@ import openmm.unit as unit
 import torch
 
 from .descriptors import DescriptorCV
+from .numpy_cv import numpy_twin
 
 __all__ = ["NM_TO_ANGSTROM", "TorchCVEvaluator", "evaluate_cv"]
 
@@ -133,6 +134,10 @@ class TorchCVEvaluator:
     -----
     The last evaluation is cached by the bytes of the positions, so that the
     ``n_cv`` PythonForces of one step share one forward and backward pass.
+    In float64, a CV that :func:`~mdcvkit.biasing.numpy_cv.numpy_twin` covers (a learned CV on
+    Kabsch-aligned or raw positions with a feed-forward encoder) is evaluated by its NumPy twin,
+    a copy of its parameters when the evaluator is built: the same numbers at a fraction of torch's
+    per-call overhead (``benchmarks/bench_iterative.py``).
     """
 
     def __init__(self, cv, n_cv, dtype=torch.float64):
@@ -140,11 +145,15 @@ class TorchCVEvaluator:
         self.cv, self.dtype = _with_dtype(cv, dtype)
         self.n_cv = int(n_cv)
         self._checked = self.cv is cv
+        self.twin = numpy_twin(cv) if self.dtype == torch.float64 else None
         # the components of one step share the last result through a module-level cache under
         # this token (copies of this object, if any are made, keep it)
         self._token = uuid.uuid4().hex
 
     def _evaluate(self, positions_nm):
+        if self.twin is not None:
+            values, gradients = self.twin(positions_nm * NM_TO_ANGSTROM)
+            return values, gradients * NM_TO_ANGSTROM
         # one copy of the frame per component: a single backward pass of the diagonal gives the Jacobian
         x = torch.tensor(positions_nm * NM_TO_ANGSTROM, dtype=self.dtype)
         x = x.unsqueeze(0).repeat(self.n_cv, 1, 1).requires_grad_(True)
