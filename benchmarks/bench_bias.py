@@ -20,11 +20,11 @@ X-H bonds constrained, hydrogen mass 4 amu, LangevinMiddle 4 fs, 300 K), for eac
     comparison;
   - *aligned AE* (Kabsch-aligned heavy-atom coordinates, mdcvkit's default features, hidden
     layer of 40): only the Python-driven routes can run it (route ``"python"``: PythonForce
-    + torch autograd every step);
+    + the CV's NumPy twin, value and gradient, every step);
 
   the ratio biased / unbiased throughput is the figure of merit (goal >= 0.5);
 * the cost split of the python route on the aligned AE: OpenMM's own step (the unbiased
-  step), the torch CV evaluation (forward + backward through the Kabsch fit), and the rest
+  step), the CV evaluation (value and gradient through the Kabsch fit, NumPy twin), and the rest
   (OpenMM -> Python -> OpenMM transfer, the CustomCVForce, the PythonForce call);
 * 2-D extended ABF on each AE (samples every 10 steps, bias refreshed every 100);
 * total-energy drift of a constant-energy (Verlet, 0.5 fs, no constraints) run with and
@@ -129,7 +129,7 @@ def energy_drift(cv, particles, biased, n_steps):
 
 
 def cv_evaluation_time(cv, particles, positions, n_calls):
-    """Seconds per torch forward + backward pass at one configuration (new positions each call)."""
+    """Seconds per CV value and gradient at one configuration (new positions each call), as the python route."""
     evaluator = TorchCVEvaluator(cv, 2)
     p = positions[particles].copy()
     best = np.inf
@@ -216,7 +216,7 @@ def main():
     base = bases["vacuum"]["unbiased"]
     print("\n## python route (aligned AE, vacuum), cost split per step")
     print(f"OpenMM step (unbiased)               {base * 1e6:9.1f} us  {base / python_total:6.1%}")
-    print(f"CV forward + backward (torch)        {cv_time * 1e6:9.1f} us  {cv_time / python_total:6.1%}")
+    print(f"CV value + gradient (NumPy twin)     {cv_time * 1e6:9.1f} us  {cv_time / python_total:6.1%}")
     rest = python_total - base - cv_time
     print(f"transfer, PythonForce, CustomCVForce {rest * 1e6:9.1f} us  {rest / python_total:6.1%} (the rest)")
 

@@ -10,7 +10,8 @@ routes give the same physics:
     One :class:`openmm.PythonForce` per CV component (OpenMM >= 8.6): each
     step OpenMM hands Python the positions, the torch module computes the CV
     and autograd its Jacobian (one batched forward and one backward pass per
-    step, shared between the components).
+    step, shared between the components), or, for a learned CV on aligned or
+    raw positions, its NumPy twin (:mod:`mdcvkit.biasing.numpy_cv`) does.
 ``"expression"``
     A :class:`~mdcvkit.biasing.DescriptorCV` (distances, torsions, positions,
     a small MLP) compiled into the CustomCVForce expression: no Python per step.
@@ -33,8 +34,9 @@ Measured on vacuum alanine dipeptide (22 atoms, Reference platform, two busy
 cores; ``benchmarks/bench_bias.py``): the expression route costs about 1.05-1.5x
 the unbiased step for a few torsions and about 3x for an autoencoder on all 45
 heavy-atom distances (16 first-layer units, each one OpenMM force); the
-Python-driven routes 30-100x (the torch forward and backward pass dominate); the
-Reference platform is 20-50x faster than CPU at this size.
+Python route about 11x for an autoencoder on aligned coordinates evaluated by
+its NumPy twin, and 35-100x where torch evaluates the CV (its per-call overhead
+dominates); the Reference platform is 10-20x faster than CPU at this size.
 """
 
 import time

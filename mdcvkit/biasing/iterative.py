@@ -244,10 +244,12 @@ class IterativeCVLearning:
     route : {"auto", "expression", "python", "torch", "external"}, default "auto"
         How eABF puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`). "auto" compiles CVs
         on features with a closed form (distances, dihedrals, body-frame coordinates) or on the toys'
-        coordinates into an OpenMM expression when it fits in one CustomCVForce (no Python per step; on vacuum alanine
-        dipeptide 0.06 ms per step against 0.65 ms for aligned coordinates through the Python
-        force), else takes the fastest Python-driven route; "expression" insists on compiling; the
-        others force that route.
+        coordinates into an OpenMM expression when it fits in one CustomCVForce (no Python per
+        step), else takes the fastest Python-driven route; "expression" insists on compiling; the
+        others force that route. Aligned coordinates take the Python force, where a NumPy twin of
+        the CV (:mod:`mdcvkit.biasing.numpy_cv`) computes it: on vacuum alanine dipeptide 0.12 ms
+        per step against 0.10 ms for compiled body-frame coordinates, which in turn cost ~30 s of
+        compilation per eABF run (``benchmarks/bench_iterative.py``).
     n_bins : int, default 50
         Bins per CV component of the eABF grid.
     grid_margin : float, default 0.05
