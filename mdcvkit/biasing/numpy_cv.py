@@ -3,9 +3,10 @@
 A CV that OpenMM cannot compile (Kabsch-aligned or raw Cartesian inputs) is evaluated from Python
 at every MD step, on one frame. Through torch that is some sixty tiny operations, forward and
 backward, and their dispatch is most of the cost: about 0.5 ms for a 30-40-2 encoder on the
-aligned heavy atoms of alanine dipeptide, 40 times the unbiased step. The same arithmetic written
-out in NumPy, with the closed-form gradient of the Kabsch rotation, is what :func:`numpy_twin`
-builds for the CVs the package trains: a :class:`~mdcvkit.analysis.CollectiveVariable` (or
+aligned heavy atoms of alanine dipeptide, some 45 times the unbiased step. The same arithmetic
+written out in NumPy, with the closed-form gradient of the Kabsch rotation, takes an eighth of
+that (``benchmarks/bench_iterative.py``, ``benchmarks/bench_bias.py``). :func:`numpy_twin` builds
+it for the CVs the package trains: a :class:`~mdcvkit.analysis.CollectiveVariable` (or
 FEBILAE's scaled CV) on :class:`~mdcvkit.features.AlignedPositions` or
 :class:`~mdcvkit.features.Positions`, whose model encodes through its normalisation and a
 feed-forward encoder of linear layers and tanh, ReLU or ELU. Anything else stays with torch.
