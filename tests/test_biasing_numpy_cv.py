@@ -9,7 +9,7 @@ from mdcvkit.biasing import TorchCVEvaluator
 from mdcvkit.biasing.iterative import _ScaledCV
 from mdcvkit.biasing.numpy_cv import numpy_twin
 from mdcvkit.features import AlignedPositions, Dihedrals, Positions, backbone_dihedral_indices
-from mdcvkit.models import AutoEncoder, VariationalAutoEncoder
+from mdcvkit.models import AutoEncoder, GaussianMixtureVAE, VariationalAutoEncoder
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,20 @@ def test_twin_of_a_raw_position_cv_matches_torch(heavy_frames):
     np.testing.assert_allclose(gradients, expected_gradients, rtol=0, atol=1e-10)
 
 
+def test_twin_of_a_vae_is_its_encoder_mean(heavy_frames):
+    heavy, frames = heavy_frames
+    featurizer = AlignedPositions(frames[0])
+    torch.manual_seed(4)
+    vae = VariationalAutoEncoder(featurizer.n_features, 2, hidden=(12,))
+    with torch.no_grad():  # a log-variance head far from the mean's, so that mixing them up shows
+        vae.encoder[-1].bias[2:] += 5.0
+    cv = CollectiveVariable(featurizer, vae)
+    values, gradients = numpy_twin(cv)(frames[3])
+    expected_values, expected_gradients = torch_reference(cv, frames[3])
+    np.testing.assert_allclose(values, expected_values, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(gradients, expected_gradients, rtol=0, atol=1e-9 * np.abs(expected_gradients).max())
+
+
 def test_no_twin_for_what_it_does_not_cover(heavy_frames):
     heavy, frames = heavy_frames
     aligned = AlignedPositions(frames[0])
@@ -73,7 +87,7 @@ def test_no_twin_for_what_it_does_not_cover(heavy_frames):
             return super().forward(positions, box) + 1.0
 
     assert numpy_twin(CollectiveVariable(dihedrals, model(dihedrals.n_features, "tanh", 0))) is None
-    assert numpy_twin(CollectiveVariable(aligned, VariationalAutoEncoder(aligned.n_features, 2))) is None
+    assert numpy_twin(CollectiveVariable(aligned, GaussianMixtureVAE(aligned.n_features, 2))) is None
     assert numpy_twin(Shifted(aligned, model(aligned.n_features, "tanh", 0))) is None
     assert numpy_twin(lambda x: x[:, 0, :2]) is None
     silu = model(aligned.n_features, "tanh", 0)

@@ -9,7 +9,8 @@ that (``benchmarks/bench_iterative.py``, ``benchmarks/bench_bias.py``). :func:`n
 it for the CVs the package trains: a :class:`~mdcvkit.analysis.CollectiveVariable` (or
 FEBILAE's scaled CV) on :class:`~mdcvkit.features.AlignedPositions` or
 :class:`~mdcvkit.features.Positions`, whose model encodes through its normalisation and a
-feed-forward encoder of linear layers and tanh, ReLU or ELU. Anything else stays with torch.
+feed-forward encoder of linear layers and tanh, ReLU or ELU (the VAE's encoder mean included).
+Anything else stays with torch.
 """
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 from ..analysis import CollectiveVariable
 from ..features import AlignedPositions, Positions
 from ..models.base import BaseAutoencoder
+from ..models.vae import VariationalAutoEncoder
 
 __all__ = ["NumpyCV", "numpy_twin"]
 
@@ -165,8 +167,9 @@ def numpy_twin(cv):
     :class:`~mdcvkit.biasing.IterativeCVLearning`) on :class:`~mdcvkit.features.AlignedPositions`
     or :class:`~mdcvkit.features.Positions`, whose model is an autoencoder with the base
     ``encode`` (normalisation, then an ``nn.Sequential`` encoder of ``nn.Linear``, ``nn.Tanh``,
-    ``nn.ReLU``, ``nn.ELU`` and ``nn.Identity``). The twin is a float64 copy of the
-    parameters at the time of the call.
+    ``nn.ReLU``, ``nn.ELU`` and ``nn.Identity``: AE, time-lagged, denoising and Wasserstein AEs)
+    or a VAE (the encoder mean); not the Gaussian-mixture VAE, whose CV mixes clusters. The twin
+    is a float64 copy of the parameters at the time of the call.
 
     Parameters
     ----------
@@ -184,12 +187,19 @@ def numpy_twin(cv):
     featurizer, model = cv.featurizer, cv.model
     if type(featurizer) not in (AlignedPositions, Positions) or not isinstance(model, BaseAutoencoder):
         return None
-    if type(model).encode is not BaseAutoencoder.encode or not isinstance(model.encoder, nn.Sequential):
+    variational = type(model).encode is VariationalAutoEncoder.encode
+    if not (type(model).encode is BaseAutoencoder.encode or variational):
+        return None
+    if not isinstance(model.encoder, nn.Sequential):
         return None
     layers = [_layer(module) for module in model.encoder]
     if not layers or any(layer is None for layer in layers):
         return None
     n_cv = model.n_cv
+    if variational:  # the CV is the encoder mean: the first n_cv outputs of its last (linear) layer
+        if layers[-1][0] != "linear":
+            return None
+        layers[-1] = ("linear", layers[-1][1][:n_cv], layers[-1][2][:n_cv])
     if isinstance(cv, _ScaledCV):
         offset, scale = (cv.offset.detach().double().cpu().numpy(), cv.scale.detach().double().cpu().numpy())
     else:
