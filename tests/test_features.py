@@ -76,6 +76,23 @@ def test_kabsch_closed_form_gradient_matches_autograd_through_svd(ala2):
     torch.testing.assert_close(g_fast, g_slow, atol=1e-9, rtol=1e-9)
 
 
+
+def test_kabsch_closed_form_is_differentiable_once(ala2):
+    heavy = ala2.select_atoms("not name H*")
+    ala2.trajectory[0]
+    ref = torch.from_numpy(heavy.positions.astype(np.float64))
+    ala2.trajectory[50]
+    x = torch.from_numpy(heavy.positions.astype(np.float64)[None]).requires_grad_(True)
+    (grad,) = torch.autograd.grad((kabsch_align(x, ref) ** 3).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):  # not silently wrong
+        torch.autograd.grad(grad.sum(), x)
+    # through the SVD (a reference that requires gradients) second derivatives exist
+    (grad,) = torch.autograd.grad((kabsch_align(x, ref.clone().requires_grad_(True)) ** 3).sum(), x,
+                                  create_graph=True)  # fmt: skip
+    (second,) = torch.autograd.grad(grad.sum(), x)
+    assert torch.isfinite(second).all()
+
+
 def test_aligned_features_invariant_to_rigid_motion(ala2):
     heavy = ala2.select_atoms("not name H*")
     ala2.trajectory[0]
