@@ -89,12 +89,8 @@ class NumpyCV:
 
     def __init__(self, n_atoms, reference, weights, mean, std, layers, offset, scale):
         self.n_atoms = int(n_atoms)
-        if reference is not None:
-            w = weights / weights.sum()
-            self.w = w
-            self.reference = reference - w @ reference
-        else:
-            self.reference = None
+        self.w = None if reference is None else weights / weights.sum()
+        self.reference = None if reference is None else reference - self.w @ reference
         self.mean, self.std = mean, std
         self.layers = layers
         self.offset, self.scale = offset, scale
