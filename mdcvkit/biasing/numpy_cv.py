@@ -94,6 +94,7 @@ class NumpyCV:
         self.mean, self.std = mean, std
         self.layers = layers
         self.offset, self.scale = offset, scale
+        self._output_jacobian = np.diag(1.0 / scale)  # d((z - offset) / scale) / dz
 
     def _fit(self, x):
         """Kabsch fit of one frame: fitted positions, covariance and rotation (``centred @ q``)."""
@@ -147,7 +148,7 @@ class NumpyCV:
                 h, slope = layer[1](h)
                 slopes.append(slope)
         values = (h - self.offset) / self.scale
-        jacobian = np.diag(1.0 / self.scale)
+        jacobian = self._output_jacobian
         for layer in reversed(self.layers):
             jacobian = jacobian @ layer[1] if layer[0] == "linear" else jacobian * slopes.pop()[None, :]
         upstream = (jacobian / self.std[None, :]).reshape(len(values), self.n_atoms, 3)
