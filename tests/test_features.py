@@ -76,7 +76,6 @@ def test_kabsch_closed_form_gradient_matches_autograd_through_svd(ala2):
     torch.testing.assert_close(g_fast, g_slow, atol=1e-9, rtol=1e-9)
 
 
-
 def test_kabsch_closed_form_is_differentiable_once(ala2):
     heavy = ala2.select_atoms("not name H*")
     ala2.trajectory[0]

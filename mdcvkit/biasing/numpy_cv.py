@@ -177,7 +177,7 @@ def numpy_twin(cv):
     -------
     NumpyCV or None
     """
-    from .iterative import _ScaledCV  # the loop imports this module's users: import at call time
+    from .iterative import _ScaledCV  # at call time: iterative imports boundary, which imports this module
 
     if type(cv) not in (CollectiveVariable, _ScaledCV):
         return None
