@@ -1,10 +1,13 @@
-"""Atomic file writing: write to a temporary name in the same folder, then rename."""
+"""Writing files: atomically (a temporary name in the same folder, then a rename), and TorchScript."""
 
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+import torch
+
+__all__ = ["atomic_path", "trace_torchscript"]
 
 
 @contextmanager
@@ -22,3 +25,14 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def trace_torchscript(module, example):
+    """``torch.jit.trace(module, example)`` without torch's deprecation warning for TorchScript.
+
+    torch >= 2.10 marks TorchScript deprecated, but PLUMED's PYTORCH_MODEL and OpenMM-Torch load
+    nothing else. The trace is not checked against a second run (``check_trace=False``).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        return torch.jit.trace(module, example, check_trace=False)

@@ -1,7 +1,6 @@
 """MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
 
 import inspect
-import warnings
 from pathlib import Path
 
 import MDAnalysis as mda
@@ -12,7 +11,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from torch import nn
 
 from . import generation, importance
-from ._io import atomic_path
+from ._io import atomic_path, trace_torchscript
 from .features import (
     AlignedPositions,
     FeatureCollector,
@@ -642,10 +641,7 @@ class AutoencoderCV(AnalysisBase):
         example = (torch.randn(2, n_atoms, 3) * 3,)
         if module.featurizer.uses_box:
             example = (*example, torch.eye(3).expand(2, 3, 3) * 50)
-        with warnings.catch_warnings():
-            # torch >= 2.10 marks TorchScript deprecated, but PLUMED and OpenMM-Torch load only TorchScript
-            warnings.simplefilter("ignore", DeprecationWarning)
-            traced = torch.jit.trace(module, example, check_trace=False)
+        traced = trace_torchscript(module, example)
         with atomic_path(path) as tmp:
             traced.save(str(tmp))
         return Path(path)

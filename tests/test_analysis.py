@@ -58,6 +58,7 @@ def test_save_load_bit_identical(tmp_path, ala2, fitted):
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically, no temporary left
 
 
+@pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")  # torch.jit.load
 def test_torchscript_round_trip(tmp_path, ala2, fitted):
     path = fitted.to_torchscript(tmp_path / "cv.ts")
     scripted = torch.jit.load(str(path))

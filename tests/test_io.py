@@ -1,6 +1,9 @@
-import pytest
+import warnings
 
-from mdcvkit._io import atomic_path
+import pytest
+import torch
+
+from mdcvkit._io import atomic_path, trace_torchscript
 
 
 def test_atomic_path_renames_on_success(tmp_path):
@@ -21,3 +24,14 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]  # the temporary file is gone
+
+
+def test_trace_torchscript_is_silent_and_exact():
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        traced = trace_torchscript(module, (x,))
+    assert isinstance(traced, torch.jit.ScriptModule)
+    y = torch.randn(7, 3)
+    torch.testing.assert_close(traced(y), module(y), rtol=0, atol=0)

@@ -21,26 +21,18 @@ References: L. Bonati, G. Piccini, M. Parrinello, PNAS 118, e2113533118 (2021)
 
 import copy
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._io import atomic_path
+from .._io import atomic_path, trace_torchscript
 from ..features import AlignedPositions, FramePositions
 from .boundary import NM_TO_ANGSTROM, _module_dtype
 from .descriptors import DescriptorCV, Position
 from .routes import _TorchComponent
 
 __all__ = ["to_plumed", "to_openmm_torch"]
-
-
-def _trace(module, example):
-    """torch.jit.trace without its deprecation warning: PLUMED and openmm-torch load TorchScript only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
-        return torch.jit.trace(module, example, check_trace=False)
 
 
 class _DescriptorModel(torch.nn.Module):
@@ -213,7 +205,7 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
     positions = 10 * torch.rand(1, cv.n_atoms, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         example = cv.descriptor_values(positions).float()
-    traced = _trace(model, example)
+    traced = trace_torchscript(model, example)
     meta = {
         "inputs": [type(d).__name__ for d in descriptors],
         "n_inputs": len(descriptors),
@@ -306,7 +298,7 @@ def _positions_to_plumed(model, example, particles, folder, model_file, label, t
     """Trace ``model`` (positions in nm, ``(1, 3 n_atoms)``) and write a plumed.dat feeding it POSITIONs."""
     n_atoms = len(particles)
     example = torch.as_tensor(example, dtype=torch.float32).reshape(1, -1)
-    traced = _trace(model, example)
+    traced = trace_torchscript(model, example)
     names_cv = [f"cv{k}" for k in range(int(model(example).shape[-1]))]
     meta = {**meta, "n_inputs": 3 * n_atoms, "outputs": names_cv, "dtype": "float32",
             "input_shape": [1, 3 * n_atoms], "units": {"length": "nm", "energy": "kJ/mol"},
@@ -355,7 +347,7 @@ def to_openmm_torch(cv, folder, n_particles, *, particles=None, prefix="cv"):
         n_cv = cv((example[particles].unsqueeze(0) * 10).to(_module_dtype(cv))).shape[-1]
     paths = []
     for k in range(n_cv):
-        traced = _trace(_TorchComponent(cv, particles, k), example)
+        traced = trace_torchscript(_TorchComponent(cv, particles, k), example)
         path = folder / f"{prefix}{k}.pt"
         traced.save(str(path))
         paths.append(path)

@@ -5,13 +5,13 @@ definitions) that define ``cv0 ... cv{n_cv-1}`` inside a CustomCVForce; see
 :mod:`mdcvkit.biasing.force` for the routes and what they cost.
 """
 
-import warnings
 import weakref
 
 import numpy as np
 import openmm
 import torch
 
+from .._io import trace_torchscript
 from .boundary import NM_TO_ANGSTROM, TorchCVEvaluator, _module_dtype
 from .descriptors import DescriptorCV
 
@@ -185,9 +185,7 @@ def _torch_route(cv, particles, n_cv, n_particles, prefix):
     example = torch.zeros(n_particles, 3)
     forces = {}
     for k in range(n_cv):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
-            traced = torch.jit.trace(_TorchComponent(cv, particles, k), example, check_trace=False)
+        traced = trace_torchscript(_TorchComponent(cv, particles, k), example)
         forces[f"{prefix}{k}"] = openmmtorch.TorchForce(traced)
     return forces, []
 
