@@ -32,6 +32,19 @@ def trace_torchscript(module, example):
 
     torch >= 2.10 marks TorchScript deprecated, but PLUMED's PYTORCH_MODEL and OpenMM-Torch load
     nothing else. The trace is not checked against a second run (``check_trace=False``).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        What to trace; its control flow must not depend on the values of its inputs.
+    example : torch.Tensor or tuple of torch.Tensor
+        Inputs of the shapes and dtype the traced module will receive (units as ``module`` takes
+        them).
+
+    Returns
+    -------
+    torch.jit.ScriptModule
+        The traced module, ready for ``save``.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
