@@ -11,6 +11,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from torch import nn
 
 from . import generation, importance
+from ._checks import check_int, is_int
 from ._io import atomic_path, trace_torchscript
 from .features import (
     AlignedPositions,
@@ -61,6 +62,16 @@ class CollectiveVariable(nn.Module):
 
     def forward(self, positions, box=None):
         return self.model.encode(self.featurizer(positions, box))
+
+
+def _check_slice(start, stop, step):
+    """Raise ValueError unless start and stop are frame indices or None and step a positive integer or None."""
+    for name, value in (("start", start), ("stop", stop)):
+        if value is not None and not is_int(value):
+            raise ValueError(f"{name}={value!r} must be a frame index (an integer; negative counts from the end) "
+                             "or None")
+    if step is not None:
+        check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
 
 
 def _check_atomgroup(atomgroup, name="atomgroup"):
@@ -185,10 +196,8 @@ class AutoencoderCV(AnalysisBase):
             raise ValueError(f"activation={activation!r} is not known; use one of {list(ACTIVATIONS)}")
         if isinstance(reference, str) and reference not in ("first", "mean"):
             raise ValueError(f"reference={reference!r} is not known; use 'first', 'mean' or positions (n_atoms, 3)")
-        if not isinstance(n_cv, (int, np.integer)) or n_cv < 1:
-            raise ValueError(f"n_cv={n_cv!r} must be a positive integer")
-        if not isinstance(lag, (int, np.integer)) or lag < 0:
-            raise ValueError(f"lag={lag!r} must be a non-negative integer (frames)")
+        check_int(n_cv, "n_cv")
+        check_int(lag, "lag", 0, "pass the lag in frames, e.g. lag=10")
         _check_model_settings(model, lag, model_kwargs)
         self._groups = groups
         self.n_cv = int(n_cv)
@@ -253,6 +262,7 @@ class AutoencoderCV(AnalysisBase):
         """
         if frames is not None and len(self._groups) > 1:
             raise ValueError("frames= selects frames of one trajectory; with a list of AtomGroups use start/stop/step")
+        _check_slice(start, stop, step)
         self._setup_reference(start, stop, step, frames)
         features, frame_idx, times, trajectory, lengths = [], [], [], [], []
         for group in self._groups:
@@ -379,6 +389,7 @@ class AutoencoderCV(AnalysisBase):
     def _collect(self, atomgroup, **run_kwargs):
         """Features of the frames of ``atomgroup`` (the training atoms), as a run FeatureCollector."""
         _check_atomgroup(atomgroup)
+        _check_slice(run_kwargs.get("start"), run_kwargs.get("stop"), run_kwargs.get("step"))
         if atom_names(atomgroup) != list(self._atoms["names"]):
             raise ValueError(
                 f"atomgroup has {atomgroup.n_atoms} atoms named {atom_names(atomgroup)[:6]}..., but the CV "

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from ._checks import check_int
 from .frames import in_memory, read_frames, same_frame
 
 __all__ = ["compare_ensembles", "TICA_FEATURES"]
@@ -69,11 +70,6 @@ def _backbone_dihedrals(atoms, name):
         raise ValueError(f"backbone dihedrals of {name} cannot be computed ({err}); pass dihedrals=False "
                          f"for ensembles without full protein backbones") from err
     return np.asarray(analysis.results.angles, dtype=np.float64), analysis.ag3.residues.resids
-
-
-def _check_count(value, name, minimum, example):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}; pass e.g. {name}={example}")
 
 
 def _grid(values, bins):
@@ -458,9 +454,9 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
 
     for name, value, example in [("bins", bins, 50), ("pca_bins", pca_bins, 30),
                                  ("dihedral_bins", dihedral_bins, 36), ("fes_bins", fes_bins, 20)]:
-        _check_count(value, name, 2, example)
-    _check_count(n_bootstrap, "n_bootstrap", 0, 100)
-    _check_count(block_length, "block_length", 1, 1)
+        check_int(value, name, 2, f"pass e.g. {name}={example}")
+    check_int(n_bootstrap, "n_bootstrap", 0, "pass e.g. n_bootstrap=100")
+    check_int(block_length, "block_length")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} must be in (0, 1); pass e.g. confidence=0.95")
     if tica_features not in TICA_FEATURES:
@@ -484,7 +480,7 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                          f"reference (n_frames={n_ref}); pass a block_length of at most "
                          f"{n_ref // 2 if baseline else n_ref}")
     if tica_lag is not None:
-        _check_count(tica_lag, "tica_lag", 1, 1)
+        check_int(tica_lag, "tica_lag")
         if tica_lag > n_ref - 2:
             raise ValueError(f"tica_lag={tica_lag} must be smaller than n_frames - 1 = {n_ref - 1} of reference; "
                              f"pass a smaller lag, more reference frames or tica_lag=None")

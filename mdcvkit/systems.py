@@ -31,6 +31,7 @@ import torch
 import xarray as xr
 from scipy.integrate import trapezoid
 
+from ._checks import openmm_seed
 from .biasing.descriptors import DescriptorCV, Position
 
 __all__ = ["ToySystem", "EntropicSwitch", "DoubleWell2D", "FourWell1D", "TOYS"]
@@ -161,7 +162,7 @@ class ToySystem:
             Temperature ``kT/R`` (K), friction 1/ps, step ``timestep`` (ps).
         """
         integrator = openmm.BrownianIntegrator(self.temperature, self.friction, self.timestep)
-        integrator.setRandomNumberSeed(_openmm_seed(seed))
+        integrator.setRandomNumberSeed(openmm_seed(seed))
         return integrator
 
     def simulation(self, seed=0, platform="Reference", system=None):
@@ -426,10 +427,3 @@ class FourWell1D(ToySystem):
 
 #: the toys by name
 TOYS = {"EntropicSwitch": EntropicSwitch, "DoubleWell2D": DoubleWell2D, "FourWell1D": FourWell1D}
-
-
-def _openmm_seed(seed):
-    """Map any integer seed onto OpenMM's positive int32 seeds (0 means random there)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed={seed!r} must be an integer; pass e.g. seed=0")
-    return int(seed) % 2_147_483_646 + 1

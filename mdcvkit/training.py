@@ -23,6 +23,7 @@ import xarray as xr
 from scipy.special import logsumexp
 from tqdm import tqdm
 
+from ._checks import check_int, check_seed
 from ._io import atomic_path
 
 __all__ = [
@@ -263,8 +264,7 @@ class Trainer:
                  n_threads="auto", checkpoint=None, checkpoint_every=10):
         for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
                             ("n_blocks", n_blocks), ("checkpoint_every", checkpoint_every)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
+            check_int(value, name)
         if not learning_rate > 0:
             raise ValueError(f"learning_rate={learning_rate!r} must be positive, e.g. 1e-3")
         if not 0 <= validation_fraction < 1:
@@ -275,11 +275,12 @@ class Trainer:
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.n_blocks = n_blocks
+        resolve_device(device)  # a bad device fails here, not after the frames are read
         self.device = device
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.verbose = verbose
-        if n_threads != "auto" and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
-            raise ValueError(f"n_threads={n_threads!r} must be 'auto' or a positive integer")
+        if n_threads != "auto":
+            check_int(n_threads, "n_threads", fix="pass e.g. n_threads=2, or 'auto'")
         self.n_threads = n_threads
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every

@@ -119,6 +119,9 @@ def test_linear_autoencoder_spans_pca_subspace():
     (dict(activation="sigmoid"), "activation='sigmoid' is not known"),
     (dict(n_cv=30), "n_cv=30 must be smaller than the number of features"),
     (dict(reference="median"), "reference='median' is not known"),
+    (dict(n_cv=0), "n_cv=0 must be an integer >= 1"),
+    (dict(seed=-1), r"seed=-1 must be an integer between 0 and 2\*\*32 - 1"),
+    (dict(device="tpu"), "device='tpu' is not a device"),
 ])
 def test_bad_settings(ala2, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -142,6 +145,11 @@ def test_bad_weights_and_frames(ala2):
         mk.AutoencoderCV(heavy, weights=-np.ones(100)).run(step=1000)
     with pytest.raises(ValueError, match="only 5 frames"):
         mk.AutoencoderCV(heavy).run(stop=5)
+    for step in (0, -1, 2.5):  # caught before any frame is read, not by Python's slice
+        with pytest.raises(ValueError, match=f"step={step} must be an integer >= 1; pass e.g. step=4"):
+            mk.AutoencoderCV(heavy).run(step=step)
+    with pytest.raises(ValueError, match="start=1.5 must be a frame index"):
+        mk.AutoencoderCV(heavy).run(start=1.5)
 
 
 def test_nan_coordinates(ala2):

@@ -360,6 +360,11 @@ def test_max_iterations_must_be_positive(toy, value):
         IterativeCVLearning(toy, max_iterations=value)
 
 
+def test_seed_must_be_a_generator_seed(toy):
+    with pytest.raises(ValueError, match=r"seed=-1 must be an integer between 0 and 2\*\*32 - 1"):
+        IterativeCVLearning(toy, seed=-1)
+
+
 def test_featurizer_must_match_the_particles(toy, alanine):
     with pytest.raises(ValueError, match=r"the featurizer reads n_atoms=2 atoms .* the system has 1 particles"):
         IterativeCVLearning(toy, Positions(2))

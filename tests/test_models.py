@@ -303,7 +303,7 @@ def test_gmvae_clusters_and_cluster_generation(heavy):
     (dict(model="vae", n_clusters=3),
      r"n_clusters=3 not a setting of model='vae'; its own settings are \['beta'\]"),
     (dict(model="tae"), "model='tae' is time-lagged and needs lag >= 1"),
-    (dict(model="tae", lag=-1), "lag=-1 must be a non-negative integer"),
+    (dict(model="tae", lag=-1), "lag=-1 must be an integer >= 0; pass the lag in frames"),
     (dict(model="gmvae", n_clusters=1), "n_clusters=1 must be an integer >= 2"),
     (dict(model="wae", mmd_weight=-1), "mmd_weight=-1 must be a finite number >= 0"),
 ])

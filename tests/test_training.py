@@ -139,7 +139,7 @@ def test_checkpoint_of_other_data_or_settings_is_refused(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="is not a training checkpoint"):
         Trainer(max_epochs=4, checkpoint=path).fit(AutoEncoder(3, 1, hidden=(8,)), x)
-    with pytest.raises(ValueError, match="checkpoint_every=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="checkpoint_every=0 must be an integer >= 1"):
         Trainer(checkpoint_every=0)
 
 
@@ -178,6 +178,12 @@ def test_bad_trainer_settings():
         Trainer(validation_fraction=1.5)
     with pytest.raises(ValueError, match="device='tpu'"):
         resolve_device("tpu")
+    with pytest.raises(ValueError, match="device='tpu'"):  # at construction, before any data is read
+        Trainer(device="tpu")
+    with pytest.raises(ValueError, match="seed=-1 must be an integer between 0 and"):
+        Trainer(seed=-1)
+    with pytest.raises(ValueError, match="n_threads=0 must be an integer >= 1"):
+        Trainer(n_threads=0)
     with pytest.raises(ValueError, match="expects"):
         Trainer().fit(AutoEncoder(4, 1), make_data(40)[0])
 

@@ -30,6 +30,7 @@ import xarray as xr
 from MDAnalysis.analysis.base import Results
 from scipy.interpolate import RegularGridInterpolator
 
+from .._checks import check_int, openmm_seed
 from .boundary import NM_TO_ANGSTROM, _module_dtype, _positions_nm, _with_dtype, evaluate_cv
 from .czar import CZARAccumulator, integrate_gradient, to_dataset
 from .extended import coupling_force, extended_system, lambda_restraint, table_arguments
@@ -201,8 +202,7 @@ class ExtendedABF:
             ("update_frequency", update_frequency),
             ("sample_frequency", sample_frequency),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{label}={value!r} must be a positive integer")
+            check_int(value, label)
         if update_frequency % sample_frequency:
             raise ValueError(
                 f"sample_frequency={sample_frequency} must divide "
@@ -243,7 +243,7 @@ class ExtendedABF:
         extended[-1, :n_cv] = xi0
         extended[-1, 2] = self._park
         self.context.setPositions(extended)
-        self.context.setVelocitiesToTemperature(self.temperature, _seed(seed))
+        self.context.setVelocitiesToTemperature(self.temperature, openmm_seed(seed))
 
         n_bins = int(np.prod(self.grid.shape))
         self.abf_counts = np.zeros(n_bins, dtype=np.int64)
@@ -299,7 +299,7 @@ class ExtendedABF:
         else:
             integrator = openmm.XmlSerializer.clone(integrator)
         if hasattr(integrator, "setRandomNumberSeed"):
-            integrator.setRandomNumberSeed(_seed(self.seed))
+            integrator.setRandomNumberSeed(openmm_seed(self.seed))
         if hasattr(integrator, "getTemperature"):
             t = integrator.getTemperature().value_in_unit(unit.kelvin)
             if abs(t - self.temperature) > 1e-6 * self.temperature:
@@ -602,9 +602,3 @@ class ExtendedABF:
         self._refresh_bias()
         self._conclude()
         return self
-
-
-def _seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed={seed!r} must be an integer; pass e.g. seed=0")
-    return int(seed) % 2_147_483_646 + 1

@@ -20,6 +20,7 @@ from MDAnalysis.analysis.base import Results
 from scipy.special import logsumexp
 from torch import nn
 
+from .._checks import check_int, check_seed, openmm_seed
 from .._io import atomic_path
 from ..analysis import CollectiveVariable
 from ..features import Featurizer, Positions
@@ -407,8 +408,7 @@ class IterativeCVLearning:
                                   steps_per_iteration, 1), ("sample_frequency", sample_frequency, 1),
                                   ("n_bins", n_bins, 2), ("n_bootstrap", n_bootstrap, 1),
                                   ("production_steps", production_steps, 0)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{label}={value!r} must be an integer >= {low}; pass e.g. {label}={max(low, 1)}")
+            check_int(value, label, low)
         if steps_per_iteration < 10 * sample_frequency:
             raise ValueError(
                 f"steps_per_iteration={steps_per_iteration} gives fewer than 10 frames with "
@@ -455,7 +455,7 @@ class IterativeCVLearning:
         self.start = start
         self.criterion = criterion
         self.state_file = None if state_file is None else Path(state_file)
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.verbose = verbose
         self.results = Results()
 
@@ -463,12 +463,12 @@ class IterativeCVLearning:
     def _integrator(self, seed):
         if self.integrator is not None:
             integrator = openmm.XmlSerializer.clone(self.integrator)
-            integrator.setRandomNumberSeed(seed % 2_147_483_646 + 1)
+            integrator.setRandomNumberSeed(openmm_seed(seed))
             return integrator
         if self.toy is not None:
             return self.toy.integrator(seed)
         integrator = openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
-        integrator.setRandomNumberSeed(seed % 2_147_483_646 + 1)
+        integrator.setRandomNumberSeed(openmm_seed(seed))
         return integrator
 
     def _sample_unbiased(self, seed):
@@ -476,7 +476,7 @@ class IterativeCVLearning:
         platform = "Reference" if self.system.getNumParticles() <= 200 else "CPU"
         context = openmm.Context(self.system, self._integrator(seed), openmm.Platform.getPlatformByName(platform))
         context.setPositions(self.positions)
-        context.setVelocitiesToTemperature(self.temperature, seed % 2_147_483_646 + 1)
+        context.setVelocitiesToTemperature(self.temperature, openmm_seed(seed))
         frames = []
         for _ in range(self.steps_per_iteration // self.sample_frequency):
             context.getIntegrator().step(self.sample_frequency)

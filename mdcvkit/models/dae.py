@@ -2,7 +2,7 @@
 
 import torch
 
-from ._checks import check_number
+from .._checks import check_number
 from .ae import AutoEncoder
 
 __all__ = ["DenoisingAutoEncoder"]

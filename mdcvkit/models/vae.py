@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ._checks import check_number
+from .._checks import check_number
 from .base import BaseAutoencoder
 from .losses import gaussian_nll, standard_normal_kl
 from .mlp import FeedForward

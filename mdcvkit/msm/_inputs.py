@@ -10,32 +10,14 @@ import numpy as np
 import xarray as xr
 
 __all__ = [
-    "_is_int", "_check_positive_int", "_check_seed", "_check_dt", "_check_conf", "_check_lags",
+    "_check_dt", "_check_conf", "_check_lags",
     "_as_frames_by_cv", "_split_dataarray", "_trajectories",
 ]
-
-_MAX_SEED = 2**32 - 1
 
 
 # ---------------------------------------------------------------------------------------------------------
 # input checks
 # ---------------------------------------------------------------------------------------------------------
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_positive_int(value, name, minimum=1, fix=""):
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}{'; ' + fix if fix else ''}")
-    return int(value)
-
-
-def _check_seed(seed):
-    if not _is_int(seed) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed={seed!r} must be an integer between 0 and 2**32 - 1; pass e.g. seed=0")
-    return int(seed)
-
-
 def _check_dt(dt):
     if dt is None:
         return None

@@ -5,8 +5,9 @@ import xarray as xr
 from deeptime.markov._observables import MembershipsObservable
 from deeptime.util.validation import ck_test as _deeptime_ck_test
 
+from .._checks import check_int, check_seed, is_int
 from ._estimation import _bayesian, _count_model, _discretize, _interval, _sub_seeds, _time_coord, _warn_dropped
-from ._inputs import _check_conf, _check_lags, _check_positive_int, _check_seed, _is_int, _trajectories
+from ._inputs import _check_conf, _check_lags, _trajectories
 
 __all__ = ["ck_test"]
 
@@ -19,7 +20,7 @@ def _memberships(prior, n_sets, n_clusters, lag):
     n_active = prior.n_states
     symbols = prior.count_model.state_symbols
     assignment = np.full(n_clusters, -1)
-    if _is_int(n_sets):
+    if is_int(n_sets):
         if not 2 <= n_sets <= n_active:
             raise ValueError(f"n_sets={n_sets} must be between 2 and the number of connected clusters at "
                              f"lag={lag} ({n_active}); pass fewer sets, or more clusters or data")
@@ -191,14 +192,14 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
     """
     arrays, _, dt = _trajectories(trajs, dt)
     lengths = [len(a) for a in arrays]
-    lag = _check_positive_int(lag, "lag", fix="pass the lag in frames")
-    mlags = _check_positive_int(mlags, "mlags")
+    lag = check_int(lag, "lag", fix="pass the lag in frames")
+    mlags = check_int(mlags, "mlags")
     _check_lags(lag * mlags, min(lengths), int(np.argmin(lengths)), name="lag * mlags")
-    n_clusters = _check_positive_int(n_clusters, "n_clusters", minimum=2)
-    n_samples = _check_positive_int(n_samples, "n_samples", minimum=2)
-    seed = _check_seed(seed)
+    n_clusters = check_int(n_clusters, "n_clusters", minimum=2)
+    n_samples = check_int(n_samples, "n_samples", minimum=2)
+    seed = check_seed(seed)
     conf = _check_conf(conf)
-    if not _is_int(n_sets) and np.ndim(n_sets) == 0:
+    if not is_int(n_sets) and np.ndim(n_sets) == 0:
         raise ValueError(f"n_sets={n_sets!r} must be an integer number of sets or an array of cluster->set "
                          "assignments")
     centers, dtrajs = _discretize(arrays, n_clusters, seed)

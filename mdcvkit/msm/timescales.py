@@ -6,8 +6,9 @@ import numpy as np
 import xarray as xr
 from deeptime.util.validation import implied_timescales as _deeptime_implied_timescales
 
+from .._checks import check_int, check_seed
 from ._estimation import _bayesian, _count_model, _discretize, _interval, _sub_seeds, _time_coord, _warn_dropped
-from ._inputs import _check_conf, _check_lags, _check_positive_int, _check_seed, _trajectories
+from ._inputs import _check_conf, _check_lags, _trajectories
 
 __all__ = ["implied_timescales"]
 
@@ -150,13 +151,13 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
     arrays, _, dt = _trajectories(trajs, dt)
     lengths = [len(a) for a in arrays]
     lags = _check_lags(lags, min(lengths), int(np.argmin(lengths)))
-    n_clusters = _check_positive_int(n_clusters, "n_clusters", minimum=2)
-    n_timescales = _check_positive_int(n_timescales, "n_timescales")
+    n_clusters = check_int(n_clusters, "n_clusters", minimum=2)
+    n_timescales = check_int(n_timescales, "n_timescales")
     if n_timescales >= n_clusters:
         raise ValueError(f"n_timescales={n_timescales} must be smaller than n_clusters={n_clusters} "
                          f"(an MSM of n states has n - 1 timescales); pass n_timescales <= {n_clusters - 1}")
-    n_samples = _check_positive_int(n_samples, "n_samples", minimum=2)
-    seed = _check_seed(seed)
+    n_samples = check_int(n_samples, "n_samples", minimum=2)
+    seed = check_seed(seed)
     conf = _check_conf(conf)
     centers, dtrajs = _discretize(arrays, n_clusters, seed)
     return _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf, stacklevel=3)

@@ -5,8 +5,9 @@ import logging
 import numpy as np
 import xarray as xr
 
+from .._checks import check_int, check_seed
 from ._estimation import _discretize
-from ._inputs import _check_conf, _check_lags, _check_positive_int, _check_seed, _trajectories
+from ._inputs import _check_conf, _check_lags, _trajectories
 from .ck import _ck_dataset
 from .timescales import _its_dataset
 
@@ -124,13 +125,13 @@ class MSMValidation:
                 raise ValueError(f"lags={self.lags!r}: no lag is smaller than the shortest trajectory "
                                  f"({shortest} frames); pass smaller lags or more frames")
         lags = _check_lags(lags, shortest, int(np.argmin(lengths)))
-        n_clusters = _check_positive_int(self.n_clusters, "n_clusters", minimum=2)
-        n_timescales = _check_positive_int(self.n_timescales, "n_timescales")
+        n_clusters = check_int(self.n_clusters, "n_clusters", minimum=2)
+        n_timescales = check_int(self.n_timescales, "n_timescales")
         if n_timescales >= n_clusters:
             raise ValueError(f"n_timescales={n_timescales} must be smaller than n_clusters={n_clusters}")
-        n_samples = _check_positive_int(self.n_samples, "n_samples", minimum=2)
-        mlags = _check_positive_int(self.mlags, "mlags")
-        seed = _check_seed(self.seed)
+        n_samples = check_int(self.n_samples, "n_samples", minimum=2)
+        mlags = check_int(self.mlags, "mlags")
+        seed = check_seed(self.seed)
         conf = _check_conf(self.conf)
 
         if verbose:
@@ -139,7 +140,7 @@ class MSMValidation:
         if verbose:
             logger.info("implied timescales at lags %s", lags.tolist())
         its = _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf, stacklevel=3)
-        lag = _flat_lag(its) if self.lag is None else _check_positive_int(self.lag, "lag")
+        lag = _flat_lag(its) if self.lag is None else check_int(self.lag, "lag")
         _check_lags(lag * mlags, shortest, int(np.argmin(lengths)), name="lag * mlags")
         if verbose:
             logger.info("Chapman-Kolmogorov test at lag %d, %d multiples", lag, mlags)

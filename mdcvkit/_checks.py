@@ -1,0 +1,107 @@
+"""Checks of scalar arguments shared across the package: integers, seeds and numbers.
+
+Each check raises ValueError naming the argument, its value and a valid example, so that bad input
+fails at the call that received it rather than deep inside NumPy, torch or OpenMM. Nothing here is
+public API.
+"""
+
+import math
+import numbers
+
+__all__ = ["MAX_SEED", "is_int", "check_int", "check_seed", "openmm_seed", "check_number"]
+
+MAX_SEED = 2**32 - 1  # the largest seed numpy.random.default_rng and torch.manual_seed share
+
+
+def is_int(value):
+    """True for Python and NumPy integers, False for bools and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(value, name, minimum=1, fix=""):
+    """Return ``value`` as int, or raise ValueError if it is not an integer ``>= minimum``.
+
+    Parameters
+    ----------
+    value : object
+        The argument as passed.
+    name : str
+        Its name in the caller's signature.
+    minimum : int, default 1
+        Smallest value accepted.
+    fix : str, optional
+        What to do instead; default ``"pass e.g. {name}={max(minimum, 1)}"``.
+
+    Returns
+    -------
+    int
+    """
+    if not is_int(value) or value < minimum:
+        fix = fix or f"pass e.g. {name}={max(minimum, 1)}"
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}; {fix}")
+    return int(value)
+
+
+def check_seed(seed):
+    """Return ``seed`` as int, or raise ValueError unless it is an integer in [0, 2**32 - 1].
+
+    Parameters
+    ----------
+    seed : object
+        Seed of NumPy's and torch's random generators.
+
+    Returns
+    -------
+    int
+    """
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed!r} must be an integer between 0 and 2**32 - 1; pass e.g. seed=0")
+    return int(seed)
+
+
+def openmm_seed(seed):
+    """Map any integer seed onto OpenMM's positive int32 seeds (0 means a random seed there).
+
+    Parameters
+    ----------
+    seed : int
+        Any integer; distinct seeds below 2**31 - 2 map to distinct OpenMM seeds.
+
+    Returns
+    -------
+    int
+        In [1, 2**31 - 2].
+    """
+    if not is_int(seed):
+        raise ValueError(f"seed={seed!r} must be an integer; pass e.g. seed=0")
+    return int(seed) % 2_147_483_646 + 1
+
+
+def check_number(name, value, *, minimum=0.0, strict=False, example="1.0"):
+    """Return ``value`` as float, or raise ValueError naming the setting, its value and a valid example.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name.
+    value : object
+        The argument as passed.
+    minimum : float, default 0
+        Smallest value accepted.
+    strict : bool, default False
+        Reject ``minimum`` itself.
+    example : str, default "1.0"
+        A valid value, shown in the message.
+
+    Returns
+    -------
+    float
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}={value!r} must be a number, e.g. {example}") from err
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name}={value!r} must be a finite number {bound} {minimum:g}, e.g. {example}")
+    return number
