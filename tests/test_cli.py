@@ -15,6 +15,15 @@ def test_help_runs_as_a_command():
     assert "demo" in out.stdout and "train" in out.stdout
 
 
+def test_demo_command_prints_its_stages_and_not_mdanalysis_chatter(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mdcvkit.cli", "demo", "--output", str(tmp_path), "--step", "100",
+                          "--max-epochs", "2"], capture_output=True, text=True, check=True)
+    for stage in ("1/4 training", "2/4 the CV determines", "3/4 MSM validation", "4/4 decoding"):
+        assert stage in out.stderr
+    assert "Choosing frames to analyze" not in out.stderr  # MDAnalysis logs every analysis run at INFO
+    assert "report written to" in out.stdout
+
+
 def _markdown_table(text, header):
     """Rows of the markdown table whose header line starts with ``header``, as {first cell: {column: cell}}."""
     lines = text.splitlines()
