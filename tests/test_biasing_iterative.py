@@ -365,6 +365,13 @@ def test_seed_must_be_a_generator_seed(toy):
         IterativeCVLearning(toy, seed=-1)
 
 
+def test_kappa_and_reference_are_checked_before_sampling(toy):
+    with pytest.raises(ValueError, match=r"kappa=-1 must be a positive coupling constant"):
+        IterativeCVLearning(toy, kappa=-1)
+    with pytest.raises(TypeError, match=r"reference must be a function of positions .* not int"):
+        IterativeCVLearning(toy, reference=3)
+
+
 def test_featurizer_must_match_the_particles(toy, alanine):
     with pytest.raises(ValueError, match=r"the featurizer reads n_atoms=2 atoms .* the system has 1 particles"):
         IterativeCVLearning(toy, Positions(2))

@@ -426,8 +426,13 @@ class IterativeCVLearning:
         for label, value in (("grid_margin", grid_margin), ("production_grid_margin", production_grid_margin)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < np.inf:
                 raise ValueError(f"{label}={value!r} must be a non-negative fraction of the span, e.g. 0.1")
+        if kappa is not None:  # checked here, not after the unbiased run and the first training
+            kappa = _check_kappa(kappa, n_cv)
         if production_kappa is not None:
             production_kappa = _check_kappa(production_kappa, n_cv, "production_kappa")
+        if reference is not None and not callable(reference):
+            raise TypeError(f"reference must be a function of positions (n_frames, n_atoms, 3) in Å, e.g. "
+                            f"toy.cv('x1'), not {type(reference).__name__}")
         if start not in ("previous", "initial"):
             raise ValueError(f"start={start!r} must be 'previous' (continue from the last run) or 'initial'")
         if not 0 <= ess_threshold < 1:
