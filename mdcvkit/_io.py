@@ -16,8 +16,21 @@ def atomic_path(path):
 
     On an exception the temporary file is removed and ``path`` is left as it was,
     so an interrupted write never leaves a truncated file behind.
+
+    Raises
+    ------
+    IsADirectoryError
+        When ``path`` is an existing folder.
+    FileNotFoundError
+        When the folder of ``path`` does not exist (it is not created: a typo in a path should not
+        leave a new tree of folders behind).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"'{path}' is a folder; pass the path of a file to write in it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write '{path}': the folder '{path.parent}' does not exist; create it first "
+                                f"(Path('{path.parent}').mkdir(parents=True)) or write into an existing folder")
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:
         yield tmp

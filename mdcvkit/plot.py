@@ -130,6 +130,11 @@ def ramachandran(phi, psi, color=None, ax=None, **kwargs):
     -------
     matplotlib.axes.Axes
     """
+    sizes = {"phi": np.size(phi), "psi": np.size(psi)}
+    if color is not None:
+        sizes["color"] = np.size(color)
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"phi, psi and color need one value per frame each; got sizes {sizes}")
     ax = _axes(ax)
     kwargs.setdefault("s", 2)
     points = ax.scatter(phi, psi, c=color, **kwargs)

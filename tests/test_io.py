@@ -16,6 +16,16 @@ def test_atomic_path_renames_on_success(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_atomic_path_refuses_folders_and_missing_folders(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; pass the path of a file"), atomic_path(tmp_path):
+        pass
+    missing = tmp_path / "no" / "such" / "cv.pt"
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist; create it first"), \
+            atomic_path(missing):
+        pass
+    assert not (tmp_path / "no").exists()
+
+
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
