@@ -140,9 +140,11 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     from MDAnalysis.analysis.dihedrals import Ramachandran
 
     from . import datasets, metrics, msm, plot
+    from ._checks import check_int
     from ._io import atomic_path
     from .analysis import AutoencoderCV
 
+    check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     u = datasets.alanine_dipeptide("implicit")
@@ -259,11 +261,21 @@ def train(topology, trajectories, output, select="not name H*", n_cv=2, model="a
     AutoencoderCV
     """
     import MDAnalysis as mda
+    from MDAnalysis.exceptions import SelectionError
 
     from .analysis import AutoencoderCV
 
+    for path in [topology, *trajectories]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no file at '{path}'; check the path of the topology and the trajectories")
     universes = [mda.Universe(topology, t) for t in trajectories] or [mda.Universe(topology)]
-    groups = [u.select_atoms(select) for u in universes]
+    try:
+        groups = [u.select_atoms(select) for u in universes]
+    except SelectionError as err:
+        raise ValueError(f"select={select!r} is not an MDAnalysis selection ({err}); e.g. 'not name H*' or "
+                         "'backbone'") from err
+    if groups[0].n_atoms == 0:
+        raise ValueError(f"select={select!r} selects no atom of '{topology}'; e.g. 'not name H*' or 'backbone'")
     cv = AutoencoderCV(groups, n_cv=n_cv, model=model, features=features, max_epochs=max_epochs, seed=seed)
     cv.run(step=step, verbose=verbose)
     output = Path(output)

@@ -80,6 +80,21 @@ def test_train_reports_bad_input_without_traceback(tmp_path, capsys):
     assert "model='bogus' is not known" in capsys.readouterr().err
 
 
+PDB, XTC = str(data_path("ala2.pdb")), str(data_path("implicit_0.xtc"))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ([PDB, "missing.xtc"], "no file at 'missing.xtc'; check the path"),
+    ([PDB, XTC, "--select", "name XYZ"], "select='name XYZ' selects no atom of"),
+    ([PDB, XTC, "--select", "name ("], "select='name (' is not an MDAnalysis selection"),
+    ([PDB, XTC, "--step", "0"], "step=0 must be an integer >= 1"),
+])
+def test_train_reports_bad_files_and_selections(tmp_path, capsys, arguments, message):
+    assert cli.main(["train", *arguments, "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_demo_repairs_and_compares_reconstructions(demo_report):
     _, text = demo_report
     assert "## Reconstructions: repaired and compared with MD" in text
