@@ -48,6 +48,10 @@ def loss(history, ax=None, **kwargs):
     -------
     matplotlib.axes.Axes
     """
+    if not isinstance(history, xr.Dataset) or "epoch" not in history.dims \
+            or not {"train", "validation"} <= set(history.data_vars):
+        raise ValueError("history must be results.loss of a fitted AutoencoderCV (a Dataset with train and "
+                         f"validation over dim epoch); got {type(history).__name__}")
     ax = _axes(ax)
     for name in ("train", "validation"):
         ax.plot(history["epoch"], history[name], label=name, **kwargs)

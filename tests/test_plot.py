@@ -43,6 +43,8 @@ def test_free_energy_2d_and_ramachandran_draw_on_given_axes():
                              color=rng.normal(size=100), ax=axes[1]) is axes[1]
     with pytest.raises(ValueError, match="n_frames"):
         plot.free_energy_surface(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match=r"history must be results.loss of a fitted AutoencoderCV .* got DataArray"):
+        plot.loss(cv)
     with pytest.raises(ValueError, match=r"one value per frame each; got sizes \{'phi': 5, 'psi': 6\}"):
         plot.ramachandran(np.zeros(5), np.zeros(6))
     with pytest.raises(ValueError, match=r"'color': 4"):
