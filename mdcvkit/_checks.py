@@ -1,4 +1,4 @@
-"""Checks of scalar arguments shared across the package: integers, seeds and numbers.
+"""Checks of arguments shared across the package: integers, seeds, numbers, frame slices and selections.
 
 Each check raises ValueError naming the argument, its value and a valid example, so that bad input
 fails at the call that received it rather than deep inside NumPy, torch or OpenMM. Nothing here is
@@ -8,7 +8,8 @@ public API.
 import math
 import numbers
 
-__all__ = ["MAX_SEED", "is_int", "check_int", "check_seed", "openmm_seed", "check_number"]
+__all__ = ["MAX_SEED", "is_int", "check_int", "check_slice", "check_seed", "openmm_seed", "check_number",
+           "select_atoms"]
 
 MAX_SEED = 2**32 - 1  # the largest seed numpy.random.default_rng and torch.manual_seed share
 
@@ -40,6 +41,50 @@ def check_int(value, name, minimum=1, fix=""):
         fix = fix or f"pass e.g. {name}={max(minimum, 1)}"
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}; {fix}")
     return int(value)
+
+
+def check_slice(start, stop, step):
+    """Raise ValueError unless ``start`` and ``stop`` are frame indices or None and ``step`` a positive integer or None.
+
+    Parameters
+    ----------
+    start, stop : int or None
+        Frame indices, as in a Python slice (negative counts from the end).
+    step : int or None
+        Read every ``step``-th frame.
+    """
+    for name, value in (("start", start), ("stop", stop)):
+        if value is not None and not is_int(value):
+            raise ValueError(f"{name}={value!r} must be a frame index (an integer; negative counts from the end) "
+                             "or None")
+    if step is not None:
+        check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
+
+
+def select_atoms(atoms, select, name="select"):
+    """``atoms.select_atoms(select)``, with a malformed selection reported as ValueError naming ``name``.
+
+    Parameters
+    ----------
+    atoms : MDAnalysis.Universe or MDAnalysis.core.groups.AtomGroup
+        Where to select.
+    select : str
+        MDAnalysis selection string.
+    name : str, default "select"
+        The argument (or command-line option) that holds ``select``.
+
+    Returns
+    -------
+    MDAnalysis.core.groups.AtomGroup
+        Possibly empty: what an empty selection means is the caller's to say.
+    """
+    from MDAnalysis.exceptions import SelectionError
+
+    try:
+        return atoms.select_atoms(select)
+    except SelectionError as err:
+        raise ValueError(f"{name}={select!r} is not an MDAnalysis selection ({err}); e.g. 'not name H*' or "
+                         "'backbone'") from err
 
 
 def check_seed(seed):

@@ -11,7 +11,7 @@ from MDAnalysis.analysis.base import AnalysisBase
 from torch import nn
 
 from . import generation, importance
-from ._checks import check_int, is_int
+from ._checks import check_int, check_slice
 from ._io import atomic_path, trace_torchscript
 from .features import (
     AlignedPositions,
@@ -62,16 +62,6 @@ class CollectiveVariable(nn.Module):
 
     def forward(self, positions, box=None):
         return self.model.encode(self.featurizer(positions, box))
-
-
-def _check_slice(start, stop, step):
-    """Raise ValueError unless start and stop are frame indices or None and step a positive integer or None."""
-    for name, value in (("start", start), ("stop", stop)):
-        if value is not None and not is_int(value):
-            raise ValueError(f"{name}={value!r} must be a frame index (an integer; negative counts from the end) "
-                             "or None")
-    if step is not None:
-        check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
 
 
 def _check_atomgroup(atomgroup, name="atomgroup"):
@@ -262,7 +252,7 @@ class AutoencoderCV(AnalysisBase):
         """
         if frames is not None and len(self._groups) > 1:
             raise ValueError("frames= selects frames of one trajectory; with a list of AtomGroups use start/stop/step")
-        _check_slice(start, stop, step)
+        check_slice(start, stop, step)
         self._setup_reference(start, stop, step, frames)
         features, frame_idx, times, trajectory, lengths = [], [], [], [], []
         for group in self._groups:
@@ -389,7 +379,7 @@ class AutoencoderCV(AnalysisBase):
     def _collect(self, atomgroup, **run_kwargs):
         """Features of the frames of ``atomgroup`` (the training atoms), as a run FeatureCollector."""
         _check_atomgroup(atomgroup)
-        _check_slice(run_kwargs.get("start"), run_kwargs.get("stop"), run_kwargs.get("step"))
+        check_slice(run_kwargs.get("start"), run_kwargs.get("stop"), run_kwargs.get("step"))
         if atom_names(atomgroup) != list(self._atoms["names"]):
             raise ValueError(
                 f"atomgroup has {atomgroup.n_atoms} atoms named {atom_names(atomgroup)[:6]}..., but the CV "

@@ -261,19 +261,15 @@ def train(topology, trajectories, output, select="not name H*", n_cv=2, model="a
     AutoencoderCV
     """
     import MDAnalysis as mda
-    from MDAnalysis.exceptions import SelectionError
 
+    from ._checks import select_atoms
     from .analysis import AutoencoderCV
 
     for path in [topology, *trajectories]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"no file at '{path}'; check the path of the topology and the trajectories")
     universes = [mda.Universe(topology, t) for t in trajectories] or [mda.Universe(topology)]
-    try:
-        groups = [u.select_atoms(select) for u in universes]
-    except SelectionError as err:
-        raise ValueError(f"select={select!r} is not an MDAnalysis selection ({err}); e.g. 'not name H*' or "
-                         "'backbone'") from err
+    groups = [select_atoms(u, select) for u in universes]
     if groups[0].n_atoms == 0:
         raise ValueError(f"select={select!r} selects no atom of '{topology}'; e.g. 'not name H*' or 'backbone'")
     cv = AutoencoderCV(groups, n_cv=n_cv, model=model, features=features, max_epochs=max_epochs, seed=seed)

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, select_atoms
 from .frames import in_memory, read_frames, same_frame
 
 __all__ = ["compare_ensembles", "TICA_FEATURES"]
@@ -33,7 +33,7 @@ def _ensemble_positions(ensemble, select, name):
     if not hasattr(ensemble, "select_atoms") or not hasattr(ensemble, "universe"):
         raise TypeError(f"{name} must be an MDAnalysis Universe or AtomGroup, not {type(ensemble).__name__}; "
                         f"load it with MDAnalysis.Universe(topology, trajectory)")
-    atoms = ensemble.select_atoms(select)
+    atoms = select_atoms(ensemble, select)
     if len(atoms) == 0:
         raise ValueError(f"select={select!r} matches no atoms in {name}; pass a selection present in both "
                          f"ensembles, e.g. select='name CA' or select='backbone'")

@@ -1,9 +1,19 @@
 """The shared argument checks of mdcvkit._checks."""
 
+import MDAnalysis as mda
 import numpy as np
 import pytest
 
-from mdcvkit._checks import MAX_SEED, check_int, check_number, check_seed, is_int, openmm_seed
+from mdcvkit._checks import (
+    MAX_SEED,
+    check_int,
+    check_number,
+    check_seed,
+    check_slice,
+    is_int,
+    openmm_seed,
+    select_atoms,
+)
 
 
 def test_is_int_accepts_numpy_integers_and_rejects_bools_and_floats():
@@ -47,3 +57,21 @@ def test_check_number():
         check_number("beta", float("nan"))
     with pytest.raises(ValueError, match="beta='x' must be a number"):
         check_number("beta", "x")
+
+
+def test_check_slice():
+    check_slice(None, None, None)
+    check_slice(-10, np.int64(5), 2)
+    with pytest.raises(ValueError, match="start=1.5 must be a frame index"):
+        check_slice(1.5, None, None)
+    with pytest.raises(ValueError, match="step=-1 must be an integer >= 1; pass e.g. step=4"):
+        check_slice(None, None, -1)
+
+
+def test_select_atoms_names_the_option():
+    u = mda.Universe.empty(3, atom_resindex=[0, 0, 0], trajectory=True)
+    u.add_TopologyAttr("name", ["N", "CA", "C"])
+    assert select_atoms(u, "name CA").n_atoms == 1
+    assert select_atoms(u, "name XYZ").n_atoms == 0  # empty is the caller's to judge
+    with pytest.raises(ValueError, match=r"--select='name \(' is not an MDAnalysis selection"):
+        select_atoms(u, "name (", "--select")

@@ -280,6 +280,8 @@ def test_compare_ensembles_errors(adk):
         compare_ensembles(adk, adk.select_atoms("resid 1-100"))
     with pytest.raises(ValueError, match="select='name XX' matches no atoms in reference"):
         compare_ensembles(adk, adk, select="name XX")
+    with pytest.raises(ValueError, match=r"select='name \(' is not an MDAnalysis selection"):
+        compare_ensembles(adk, adk, select="name (")
     with pytest.raises(ValueError, match="select='resname ALA' matches no atoms in generated"):
         compare_ensembles(adk, adk.select_atoms("not resname ALA"), select="resname ALA")
     single = mda.Merge(adk.atoms)

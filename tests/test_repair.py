@@ -234,6 +234,12 @@ def test_bad_settings(ala2, setting, message):
         mk.BondGeometryRepair(md.atoms, **setting)
 
 
+def test_bad_frame_slice(ala2):
+    md, _ = ala2
+    with pytest.raises(ValueError, match="step=0 must be an integer >= 1"):
+        mk.BondGeometryRepair(md.atoms).run(step=0)
+
+
 def test_atomgroup_type():
     with pytest.raises(TypeError, match="atomgroup must be a non-empty MDAnalysis AtomGroup"):
         mk.BondGeometryRepair(np.zeros((3, 3)))

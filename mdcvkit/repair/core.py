@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 from MDAnalysis.analysis.base import AnalysisBase
 
+from .._checks import check_slice
 from ..frames import in_memory, read_frames
 from .geometry import _check_groups, _distances, _frame_dataset, _Measures
 from .projection import _Leaves, _Projector
@@ -134,6 +135,27 @@ class BondGeometryRepair(AnalysisBase):
                 "u.guess_TopologyAttrs(to_guess=['masses'])"
             )
         self._masses = masses
+
+    def run(self, start=None, stop=None, step=None, frames=None, verbose=None, **kwargs):
+        """Repair the frames ``start:stop:step`` (or ``frames``) of the trajectory; see the class.
+
+        Parameters
+        ----------
+        start, stop, step : int, optional
+            Slice of the trajectory to repair.
+        frames : array_like of int or bool, optional
+            Frames to repair instead of a slice.
+        verbose : bool, optional
+            Progress bar.
+        **kwargs
+            Passed to :meth:`MDAnalysis.analysis.base.AnalysisBase.run` (e.g. ``backend``).
+
+        Returns
+        -------
+        self
+        """
+        check_slice(start, stop, step)
+        return super().run(start=start, stop=stop, step=step, frames=frames, verbose=verbose, **kwargs)
 
     def _prepare(self):
         self._positions = np.empty((self.n_frames, self._atomgroup.n_atoms, 3), dtype=np.float64)
