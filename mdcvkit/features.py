@@ -76,9 +76,15 @@ class Featurizer(nn.Module):
         raise NotImplementedError
 
     def check_positions(self, positions):
-        """Raise ValueError unless ``positions`` has shape ``(n_frames, n_atoms, 3)``."""
+        """Raise TypeError unless ``positions`` is a tensor, ValueError unless of shape ``(n_frames, n_atoms, 3)``."""
         if torch.jit.is_tracing():
             return  # shapes are fixed by the example input of the trace
+        if not isinstance(positions, torch.Tensor):
+            raise TypeError(
+                f"positions is a {type(positions).__name__}; {type(self).__name__} takes a torch.Tensor "
+                "(n_frames, n_atoms, 3) in Å: convert with torch.as_tensor(positions, dtype=torch.float32), or "
+                "evaluate arrays with cv.transform(atomgroup) or mdcvkit.biasing.evaluate_cv(cv, positions)"
+            )
         if positions.ndim != 3 or positions.shape[1:] != (self.n_atoms, 3):
             raise ValueError(
                 f"positions have shape {tuple(positions.shape)}, but {type(self).__name__} expects "

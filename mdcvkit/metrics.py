@@ -183,6 +183,9 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     if lengths is None and "trajectory" in getattr(cv, "coords", {}):
         trajectory = np.asarray(cv["trajectory"])
         lengths = np.diff(np.r_[0, np.flatnonzero(np.diff(trajectory)) + 1, len(trajectory)]).tolist()
+    if lengths is not None and sum(lengths) != len(x):
+        raise ValueError(f"lengths={list(lengths)} add up to {sum(lengths)} frames but cv has {len(x)}; pass the "
+                         "frames of each trajectory, in order")
     test = validation_mask([len(x)] if lengths is None else lengths, test_fraction, seed=seed)
     model = KNeighborsRegressor(n_neighbors=n_neighbors).fit(x[~test], y[~test])
     predicted = model.predict(x[test])

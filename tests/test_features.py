@@ -256,6 +256,8 @@ def test_bad_featurizer_requests(ala2):
         make_featurizer("aligned", ala2.select_atoms("name CA CB"))
     with pytest.raises(ValueError, match="expects"):
         Positions(3)(torch.zeros(1, 4, 3))
+    with pytest.raises(TypeError, match=r"positions is a ndarray; Positions takes a torch.Tensor .* torch.as_tensor"):
+        Positions(3)(np.zeros((1, 3, 3), dtype=np.float32))
 
 
 def test_constant_features_are_not_divided_by_zero():

@@ -87,6 +87,8 @@ def test_knn_score_sees_determined_and_undetermined_targets():
     labelled = xr.DataArray(cv, dims=("frame", "cv"), coords={"trajectory": ("frame", np.repeat([0, 1], 2000))})
     targets = np.c_[np.cos(2 * t), rng.normal(size=4000)]
     assert float(knn_score(labelled, targets)) == float(knn_score(cv, targets, lengths=[2000, 2000]))
+    with pytest.raises(ValueError, match=r"lengths=\[2000, 1000\] add up to 3000 frames but cv has 4000"):
+        knn_score(cv, targets, lengths=[2000, 1000])
 
 
 def test_unwrap_angles_makes_torsions_a_linear_reference():
