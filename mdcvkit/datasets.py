@@ -17,6 +17,8 @@ KINDS = {
     "implicit": ["implicit_0.xtc", "implicit_1.xtc", "implicit_2.xtc", "implicit_3.xtc"],
     "vacuum": ["vacuum.xtc"],
 }
+#: Every file of the shipped alanine-dipeptide data.
+FILES = ["ala2.pdb", "ala2_start.pdb", *KINDS["implicit"], *KINDS["vacuum"], "make_data.py"]
 
 
 def data_path(name=""):
@@ -30,7 +32,16 @@ def data_path(name=""):
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in ``FILES``.
+    FileNotFoundError
+        For a shipped file missing from this installation.
     """
+    if name and name not in FILES:
+        raise ValueError(f"name={name!r} is not a shipped data file; use one of {FILES}")
     path = files("mdcvkit.data").joinpath("alanine_dipeptide", name)
     if name and not path.is_file():
         raise FileNotFoundError(

@@ -24,9 +24,16 @@ def test_unknown_kind():
         datasets.alanine_dipeptide("water")
 
 
-def test_missing_file_names_the_script():
+def test_missing_file_names_the_script(monkeypatch):
+    with pytest.raises(ValueError, match=r"name='nothing.xtc' is not a shipped data file; use one of \['ala2.pdb'"):
+        datasets.data_path("nothing.xtc")
+    monkeypatch.setattr(datasets, "FILES", [*datasets.FILES, "nothing.xtc"])  # listed, but not on disk
     with pytest.raises(FileNotFoundError, match="make_data.py"):
         datasets.data_path("nothing.xtc")
+
+
+def test_every_listed_file_is_shipped():
+    assert all(datasets.data_path(name).is_file() for name in datasets.FILES)
 
 
 def _make_data_module():
