@@ -195,6 +195,16 @@ class AlignedPositions(Featurizer):
     names : sequence of str, optional
         Atom names, used in the feature labels.
 
+    Notes
+    -----
+    The fit is a proper rotation. Where the best one is not unique (the two smallest singular
+    values of the fit's covariance coincide while a reflection would fit better, as happens far
+    from the reference in near mirror images of it), the aligned positions jump and their
+    gradient is unbounded. A bias that pushes a simulation there makes it blow up. On vacuum
+    alanine dipeptide, a FEBILAE loop on the 8 backbone atoms (which have no chirality without
+    Cβ) hit this twice within 12 ns, at the largest values of its CV, while runs on all 10 heavy
+    atoms never did. Include atoms that break the mirror symmetry when the CV will be biased.
+
     References
     ----------
     Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).

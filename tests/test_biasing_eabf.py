@@ -222,6 +222,15 @@ def test_cv_output_checked(toy):
         ExtendedABF.for_toy(toy, "x1", grid=[(-2, 2, 40), (-2, 2, 40)])
 
 
+@pytest.mark.parametrize("route", ["python", "expression"])
+def test_blow_up_names_the_step_and_the_remedy(toy, route):
+    # κ 1e9 kJ/mol/Å² with 10 fs steps: the coupling spring is unstable and the positions overflow
+    stiff = ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 40), kappa=1e9, route=route, sample_frequency=10,
+                                integrator=openmm.LangevinMiddleIntegrator(toy.temperature, 1, 0.01))  # fmt: skip
+    with pytest.raises(FloatingPointError, match="non-finite.*[Ll]ower the time step"):
+        stiff.run(1000)
+
+
 def test_particle_count_checked(toy):
     two = openmm.System()
     two.addParticle(1.0)

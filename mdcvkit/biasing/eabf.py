@@ -443,12 +443,24 @@ class ExtendedABF:
         return self
 
     def _advance(self, n_steps):
-        if self.updater is None:
-            self.integrator.step(n_steps)
-            return
-        for _ in range(n_steps):  # "external" route: re-linearise the CV before every step
-            self.updater.update(self.context)
-            self.integrator.step(1)
+        try:
+            if self.updater is None:
+                self.integrator.step(n_steps)
+                return
+            for _ in range(n_steps):  # "external" route: re-linearise the CV before every step
+                self.updater.update(self.context)
+                self.integrator.step(1)
+        except (openmm.OpenMMException, FloatingPointError):
+            positions = self.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+            if np.all(np.isfinite(positions)):
+                raise
+            step = self.integrator.getStepSize().value_in_unit(unit.femtosecond)
+            raise FloatingPointError(
+                f"eABF blew up within {n_steps} steps after step {self.n_steps}: the positions became "
+                f"non-finite. Lower the time step ({step:g} fs) or kappa ({self.kappa.tolist()}); a CV on "
+                f"Kabsch-aligned coordinates has no bounded gradient where the best rotation onto its reference "
+                f"is not unique (see mdcvkit.features.AlignedPositions)"
+            ) from None
 
     def _accumulate(self, frames, lam, chunk):
         xi = self.evaluate(frames)
