@@ -194,6 +194,10 @@ class AlignedPositions(Featurizer):
         Per-atom fitting weights; uniform when None.
     names : sequence of str, optional
         Atom names, used in the feature labels.
+    atoms : sequence of int, optional
+        Indices of the atoms whose aligned coordinates are the features (``3 len(atoms)`` of them);
+        default all. The fit still uses every atom with its weight, so atoms can steady or orient
+        the fit without being inputs of the model.
 
     Notes
     -----
@@ -203,14 +207,15 @@ class AlignedPositions(Featurizer):
     gradient is unbounded. A bias that pushes a simulation there makes it blow up. On vacuum
     alanine dipeptide, a FEBILAE loop on the 8 backbone atoms (which have no chirality without
     Cβ) hit this twice within 12 ns, at the largest values of its CV, while runs on all 10 heavy
-    atoms never did. Include atoms that break the mirror symmetry when the CV will be biased.
+    atoms never did. Include atoms that break the mirror symmetry in the fit when the CV will be
+    biased (``atoms`` keeps them out of the features).
 
     References
     ----------
     Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
     """
 
-    def __init__(self, reference, weights=None, names=None):
+    def __init__(self, reference, weights=None, names=None, atoms=None):
         super().__init__()
         reference = torch.as_tensor(np.asarray(reference, dtype=np.float32))
         if reference.ndim != 2 or reference.shape[1] != 3 or reference.shape[0] < 3:
@@ -224,16 +229,37 @@ class AlignedPositions(Featurizer):
         self.register_buffer("reference", reference)
         self.register_buffer("weights", fit)
         self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
-        self.labels = [f"{n}:{ax}" for n in self.names for ax in "xyz"]
-        self.feature_atoms = [(i,) for i in range(self.n_atoms) for _ in range(3)]
+        self.atoms = list(range(self.n_atoms)) if atoms is None else _atom_subset(atoms, self.n_atoms)
+        self.labels = [f"{self.names[k]}:{ax}" for k in self.atoms for ax in "xyz"]
+        self.feature_atoms = [(k,) for k in self.atoms for _ in range(3)]
 
     def get_config(self):
-        return {"reference": self.reference.tolist(), "weights": self.weights.tolist(), "names": self.names}
+        config = {"reference": self.reference.tolist(), "weights": self.weights.tolist(), "names": self.names}
+        if self.atoms != list(range(self.n_atoms)):
+            config["atoms"] = self.atoms
+        return config
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
         aligned = kabsch_align(positions, self.reference.to(positions.dtype), self.weights)
+        if len(self.atoms) < self.n_atoms:
+            aligned = aligned[:, self.atoms]
         return aligned.flatten(1)
+
+
+def _atom_subset(atoms, n_atoms):
+    """``atoms`` as a non-empty list of distinct indices in ``[0, n_atoms)``, or a ValueError."""
+    try:
+        subset = [int(k) for k in atoms if float(k) == int(k)] if not isinstance(atoms, (str, bytes)) else None
+    except (TypeError, ValueError):
+        subset = None
+    if not subset or len(subset) != len(atoms) or len(set(subset)) != len(subset) or \
+            not all(0 <= k < n_atoms for k in subset):  # fmt: skip
+        raise ValueError(
+            f"atoms={atoms!r} must be distinct atom indices in [0, {n_atoms}) of the fitted atoms, e.g. "
+            f"[0, 1, 2] for the first three"
+        )
+    return subset
 
 
 def frame_coordinates(positions, frame, atoms):

@@ -106,14 +106,16 @@ def alanine_nm():
     return np.array(app.PDBFile(str(PDB)).positions.value_in_unit(unit.nanometer))
 
 
-@pytest.fixture(scope="module")
-def aligned_cv(alanine_nm):
-    """An AE-shaped CV on aligned heavy-atom coordinates, with unequal fit weights and a fitted normalisation."""
+@pytest.fixture(scope="module", params=[None, [0, 1, 2, 3, 4, 6, 7, 8, 9]], ids=["all atoms", "no CB"])
+def aligned_cv(alanine_nm, request):
+    """An AE-shaped CV on aligned heavy-atom coordinates, with unequal fit weights and a fitted normalisation;
+    once with every fitted atom as input, once with Cβ in the fit only."""
     reference = alanine_nm[HEAVY] * 10 + np.random.default_rng(1).normal(scale=0.3, size=(10, 3))  # Å
     weights = np.array([1, 2, 4, 4, 2, 1, 4, 2, 1, 4], dtype=float)  # exact in the PDB's 4 decimals once / 4
-    featurizer = AlignedPositions(reference, weights=weights)
+    featurizer = AlignedPositions(reference, weights=weights, atoms=request.param)
     torch.manual_seed(0)
-    model = MODELS["ae"](30, 2, hidden=(8,), activation="tanh", scale_groups=featurizer.scale_groups)
+    model = MODELS["ae"](featurizer.n_features, 2, hidden=(8,), activation="tanh",
+                         scale_groups=featurizer.scale_groups)  # fmt: skip
     frames = torch.as_tensor(reference[None] + np.random.default_rng(2).normal(scale=0.5, size=(50, 10, 3)))
     model.normalization.fit(featurizer(frames.float()))
     return CollectiveVariable(featurizer, model).double()

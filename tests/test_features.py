@@ -117,6 +117,27 @@ def test_aligned_gradient_is_finite_and_translation_free(ala2):
     assert torch.autograd.gradcheck(featurizer, (x.detach().clone().requires_grad_(),), eps=1e-6, atol=1e-4)
 
 
+def test_aligned_subset_fits_all_atoms_and_returns_some(ala2):
+    """``atoms``: the fit uses every atom, the features are the chosen atoms' columns of the full fit."""
+    heavy = ala2.select_atoms("not name H*")
+    backbone = [k for k, name in enumerate(heavy.names) if name != "CB"]
+    full = AlignedPositions(heavy.positions, names=heavy.names).double()
+    subset = AlignedPositions(heavy.positions, names=heavy.names, atoms=backbone).double()
+    assert subset.n_atoms == 10 and subset.n_features == 27 and "CB:x" not in subset.labels
+    x = torch.as_tensor(np.stack([heavy.positions for _ in ala2.trajectory[100:103]]), dtype=torch.float64)
+    expected = full(x).reshape(3, 10, 3)[:, backbone].reshape(3, -1)
+    torch.testing.assert_close(subset(x), expected, atol=1e-10, rtol=0)
+    rebuilt = featurizer_from_config(featurizer_config(subset)).double()
+    torch.testing.assert_close(rebuilt(x), expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("atoms", [[], [0, 0], [10], [1.5], "CA"])
+def test_aligned_subset_checked(ala2, atoms):
+    heavy = ala2.select_atoms("not name H*")
+    with pytest.raises(ValueError, match=r"atoms=.* must be distinct atom indices in \[0, 10\)"):
+        AlignedPositions(heavy.positions, atoms=atoms)
+
+
 def test_frame_positions_see_rigid_motions_not_reflections(ala2):
     """Body-frame coordinates: unchanged by rotation and translation; a mirror image flips z only."""
     heavy = ala2.select_atoms("not name H*")

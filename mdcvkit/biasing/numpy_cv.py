@@ -85,10 +85,14 @@ class NumpyCV:
         Encoder layers, as :func:`_layer` returns them.
     offset, scale : numpy.ndarray, shape (n_cv,)
         Output shift and scale, ``(z - offset) / scale``.
+    atoms : sequence of int, optional
+        Atoms whose aligned coordinates are the features (:class:`~mdcvkit.features.AlignedPositions`);
+        default all.
     """
 
-    def __init__(self, n_atoms, reference, weights, mean, std, layers, offset, scale):
+    def __init__(self, n_atoms, reference, weights, mean, std, layers, offset, scale, atoms=None):
         self.n_atoms = int(n_atoms)
+        self.atoms = np.arange(self.n_atoms) if atoms is None else np.asarray(atoms)
         self.w = None if reference is None else weights / weights.sum()
         self.reference = None if reference is None else reference - self.w @ reference
         self.mean, self.std = mean, std
@@ -139,7 +143,7 @@ class NumpyCV:
             fitted, covariance, rotation = self._fit(positions)
         else:
             fitted = positions
-        h = (fitted.reshape(-1) - self.mean) / self.std
+        h = (fitted[self.atoms].reshape(-1) - self.mean) / self.std
         slopes = []
         for layer in self.layers:
             if layer[0] == "linear":
@@ -151,7 +155,8 @@ class NumpyCV:
         jacobian = self._output_jacobian
         for layer in reversed(self.layers):
             jacobian = jacobian @ layer[1] if layer[0] == "linear" else jacobian * slopes.pop()[None, :]
-        upstream = (jacobian / self.std[None, :]).reshape(len(values), self.n_atoms, 3)
+        upstream = np.zeros((len(values), self.n_atoms, 3))
+        upstream[:, self.atoms] = (jacobian / self.std[None, :]).reshape(len(values), len(self.atoms), 3)
         if self.reference is None:
             return values, upstream
         return values, self._fit_vjp(upstream, fitted, covariance, rotation)
@@ -205,7 +210,8 @@ def numpy_twin(cv):
     if isinstance(featurizer, AlignedPositions):
         reference = featurizer.reference.detach().double().cpu().numpy()
         weights = featurizer.weights.detach().double().cpu().numpy()
+        atoms = featurizer.atoms
     else:
-        reference = weights = None
+        reference = weights = atoms = None
     return NumpyCV(featurizer.n_atoms, reference, weights, norm.mean.detach().double().cpu().numpy(),
-                   norm.scale.detach().double().cpu().numpy(), layers, offset, scale)  # fmt: skip
+                   norm.scale.detach().double().cpu().numpy(), layers, offset, scale, atoms)  # fmt: skip

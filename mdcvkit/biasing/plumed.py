@@ -50,18 +50,20 @@ class _AlignedModel(torch.nn.Module):
     """PLUMED's positions after FIT_TO_TEMPLATE, ``(1, 3 n_atoms)`` float32 in nm -> CV (float32).
 
     Converts nm to Å and centres the atoms on their weighted centroid, as
-    :class:`~mdcvkit.features.AlignedPositions` does, then applies the fitted model's ``encode``.
+    :class:`~mdcvkit.features.AlignedPositions` does, keeps its ``atoms``, then applies the fitted
+    model's ``encode``.
     """
 
-    def __init__(self, model, weights):
+    def __init__(self, model, weights, atoms):
         super().__init__()
         self.model = model
         self.register_buffer("weights", weights / weights.sum())
+        self.register_buffer("atoms", torch.as_tensor(atoms, dtype=torch.long))
 
     def forward(self, positions):
         x = positions.double().reshape(positions.shape[0], -1, 3) * NM_TO_ANGSTROM
         centred = x - (self.weights[:, None] * x).sum(dim=1, keepdim=True)
-        return self.model.encode(centred.flatten(1)).float()
+        return self.model.encode(centred[:, self.atoms].flatten(1)).float()
 
 
 def _check_cv(cv):
@@ -258,7 +260,7 @@ def _aligned_to_plumed(cv, folder, particles, model_file, label, temperature, re
     centred = (reference - (weights[:, None] * reference).sum(0) / weights.sum()).numpy()
     names = [str(n).split(":")[-1] or "X" for n in featurizer.names]
     _write_text(folder / reference_file, _pdb_lines(centred, (weights / weights.max()).numpy(), particles + 1, names))
-    model = _AlignedModel(copy.deepcopy(cv.model).double().eval(), weights)
+    model = _AlignedModel(copy.deepcopy(cv.model).double().eval(), weights, featurizer.atoms)
     atoms = ",".join(str(int(p) + 1) for p in particles)
     header = [
         "# Periodic systems: make the molecule whole before the fit (atoms rebuilt in this order):",
