@@ -189,13 +189,15 @@ class IterativeCVLearning:
     featurizer : Featurizer or sequence of int, optional
         Positions ``(n_frames, n_atoms, 3)`` in Å -> features. A sequence of particle indices gives
         their raw :class:`~mdcvkit.features.Positions`. Default for a toy: its coordinates
-        (x1, x2) in Å, FEBILAE's raw inputs; required for an OpenMM System. On vacuum alanine
-        dipeptide (tutorial 05), body-frame coordinates compile into OpenMM and reached C7ax at the
-        first biased iteration, but their 2-D CV is a bent function of (φ, ψ) (affine score
-        0.79-0.85); on Kabsch-aligned coordinates (Python force with a NumPy twin, about the same
-        cost per step) the CVs scored 0.80-0.98 on each iteration's frames, but C7ax took three
-        iterations and then came and went, and over 8 iterations the regscore between successive
-        CVs stayed at 0.67-0.92 from iteration 3 on.
+        (x1, x2) in Å, FEBILAE's raw inputs; required for an OpenMM System. Which atoms enter matters
+        more than how they are aligned. On vacuum alanine dipeptide (tutorial 05), four trainings on
+        the same frames agreed to regscores of 0.9965-0.998 on the Kabsch-aligned 8 backbone atoms
+        (FEBILAE's 24 inputs), but to 0.84-0.99 with Cβ among the inputs (all heavy atoms, backbone
+        and Cβ, or body-frame coordinates). The backbone alone has no chirality, and eABF along a
+        CV on it blew up at the singular set of the Kabsch fit (see
+        :class:`~mdcvkit.features.AlignedPositions`). Fitting on backbone and Cβ with the backbone
+        as the only inputs (``AlignedPositions(..., atoms=...)``) agreed to 0.987-0.998 and did not
+        blow up.
     n_cv : int, default 1
         Dimension of the CV (1 or 2, what eABF supports).
     hidden : sequence of int, default ()
@@ -221,16 +223,12 @@ class IterativeCVLearning:
         both the bootstrap threshold (0.96-0.98) and 0.99 were passed after the first biased
         iteration, before the molecule had visited C7ax. Pass ``min_score=1.0`` to run all
         ``max_iterations``. The reverse also happens with a 2-D CV, whose latent plane the data fix
-        only up to a smooth bend, not an affine map: on the same Boltzmann-weighted alanine-dipeptide
-        frames (φ-eABF, C7ax included), four 21-40-2-40-21 trainings from seeds 0-3, each converged,
-        scored regscores of 0.83-0.99 against each other while a kNN regression from one to another
-        scored 0.99-1.00; ten 30-40-2-40-30 trainings on Kabsch-aligned coordinates of 125,000 such
-        frames scored 0.55-0.996 (16 % of the ordered pairs at 0.99 or more; kNN 0.988-0.999), each
-        0.94-0.97 against (φ, ψ). A fixed 0.99 can thus be out of reach between fresh trainings (hence
-        ``criterion="knn"``). The bootstrap
-        CVs start from the same initial weights as the full one, so the default threshold measures
-        data noise only; drawing new initial weights for them was tried and dropped, as it let the
-        threshold fall to 0.01-0.71 on the 2-D toy and the loop stop before the CV had settled.
+        only up to a smooth bend: two fresh trainings on the same frames can score below 0.99
+        against each other, by how much depending on the inputs (see ``featurizer``; hence
+        ``criterion="knn"``). The bootstrap CVs start from the same initial weights as the full
+        one, so the default threshold measures data noise only; drawing new initial weights for
+        them was tried and dropped, as it let the threshold fall to 0.01-0.71 on the 2-D toy and
+        the loop stop before the CV had settled.
     reweight : bool, default True
         Train on the weights above; False trains on the biased frames as they are.
     reference : callable, optional
