@@ -16,6 +16,7 @@ positions at once; it supports MDAnalysis's ``serial``, ``multiprocessing`` and
 ``dask`` backends.
 """
 
+import operator
 import os
 import tempfile
 
@@ -243,7 +244,7 @@ class AlignedPositions(Featurizer):
     def forward(self, positions, box=None):
         self.check_positions(positions)
         aligned = kabsch_align(positions, self.reference.to(positions.dtype), self.weights)
-        if len(self.atoms) < self.n_atoms:
+        if self.atoms != list(range(self.n_atoms)):
             aligned = aligned[:, self.atoms]
         return aligned.flatten(1)
 
@@ -251,11 +252,10 @@ class AlignedPositions(Featurizer):
 def _atom_subset(atoms, n_atoms):
     """``atoms`` as a non-empty list of distinct indices in ``[0, n_atoms)``, or a ValueError."""
     try:
-        subset = [int(k) for k in atoms if float(k) == int(k)] if not isinstance(atoms, (str, bytes)) else None
-    except (TypeError, ValueError):
+        subset = [operator.index(k) for k in atoms]
+    except TypeError:  # not iterable, or not integers
         subset = None
-    if not subset or len(subset) != len(atoms) or len(set(subset)) != len(subset) or \
-            not all(0 <= k < n_atoms for k in subset):  # fmt: skip
+    if not subset or len(set(subset)) != len(subset) or not all(0 <= k < n_atoms for k in subset):
         raise ValueError(
             f"atoms={atoms!r} must be distinct atom indices in [0, {n_atoms}) of the fitted atoms, e.g. "
             f"[0, 1, 2] for the first three"

@@ -121,14 +121,18 @@ def test_aligned_subset_fits_all_atoms_and_returns_some(ala2):
     """``atoms``: the fit uses every atom, the features are the chosen atoms' columns of the full fit."""
     heavy = ala2.select_atoms("not name H*")
     backbone = [k for k, name in enumerate(heavy.names) if name != "CB"]
-    full = AlignedPositions(heavy.positions, names=heavy.names).double()
-    subset = AlignedPositions(heavy.positions, names=heavy.names, atoms=backbone).double()
+    reference = heavy.positions.copy()
+    full = AlignedPositions(reference, names=heavy.names).double()
+    subset = AlignedPositions(reference, names=heavy.names, atoms=backbone).double()
     assert subset.n_atoms == 10 and subset.n_features == 27 and "CB:x" not in subset.labels
     x = torch.as_tensor(np.stack([heavy.positions for _ in ala2.trajectory[100:103]]), dtype=torch.float64)
     expected = full(x).reshape(3, 10, 3)[:, backbone].reshape(3, -1)
     torch.testing.assert_close(subset(x), expected, atol=1e-10, rtol=0)
     rebuilt = featurizer_from_config(featurizer_config(subset)).double()
     torch.testing.assert_close(rebuilt(x), expected, atol=1e-10, rtol=0)
+    reordered = AlignedPositions(reference, names=heavy.names, atoms=range(9, -1, -1)).double()
+    assert reordered.labels[:3] == ["C:x", "C:y", "C:z"] and reordered.labels[-3:] == ["CH3:x", "CH3:y", "CH3:z"]
+    torch.testing.assert_close(reordered(x), full(x).reshape(3, 10, 3).flip(1).reshape(3, -1), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("atoms", [[], [0, 0], [10], [1.5], "CA"])
