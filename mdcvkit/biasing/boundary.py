@@ -182,6 +182,11 @@ class TorchCVEvaluator:
         cached = _LAST_EVALUATION.get(self._token)
         if cached is not None and cached[0] == key:
             return cached[1]
+        if not np.all(np.isfinite(positions_nm)):  # once per configuration, for every route that calls here
+            raise FloatingPointError(
+                "the positions are not finite: the simulation blew up before the CV was evaluated; lower the "
+                "time step or the force constant of the bias"
+            )
         if not self._checked:  # a module that casts internally may not run as a float64 copy
             self._checked = True
             try:
