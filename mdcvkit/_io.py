@@ -7,7 +7,20 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "trace_torchscript"]
+__all__ = ["as_path", "atomic_path", "trace_torchscript"]
+
+
+def as_path(value, name="path"):
+    """``value`` as a :class:`pathlib.Path`.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not a ``str`` or path-like object; the message names the argument ``name``.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}={value!r} must be a file path (str or pathlib.Path), not {type(value).__name__}")
+    return Path(value)
 
 
 @contextmanager
@@ -25,7 +38,7 @@ def atomic_path(path):
         When the folder of ``path`` does not exist (it is not created: a typo in a path should not
         leave a new tree of folders behind).
     """
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"'{path}' is a folder; pass the path of a file to write in it")
     if not path.parent.is_dir():

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import generation, importance
 from ._checks import check_int, check_slice
-from ._io import atomic_path, trace_torchscript
+from ._io import as_path, atomic_path, trace_torchscript
 from .features import (
     AlignedPositions,
     FeatureCollector,
@@ -423,7 +423,7 @@ class AutoencoderCV(AnalysisBase):
         ValueError
             When the file is not a saved mdcvkit CV.
         """
-        path = Path(path)
+        path = as_path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no saved CV at {str(path)!r}; check the path")
         try:

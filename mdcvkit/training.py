@@ -15,7 +15,6 @@ import copy
 import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from scipy.special import logsumexp
 from tqdm import tqdm
 
 from ._checks import check_int, check_seed
-from ._io import atomic_path
+from ._io import as_path, atomic_path
 
 __all__ = [
     "weighted_mean",
@@ -282,7 +281,7 @@ class Trainer:
         if n_threads != "auto":
             check_int(n_threads, "n_threads", fix="pass e.g. n_threads=2, or 'auto'")
         self.n_threads = n_threads
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint = None if checkpoint is None else as_path(checkpoint, "checkpoint")
         self.checkpoint_every = checkpoint_every
 
     def _threads(self, model):

@@ -3,7 +3,10 @@ import warnings
 import pytest
 import torch
 
-from mdcvkit._io import atomic_path, trace_torchscript
+import mdcvkit as mk
+from mdcvkit._io import as_path, atomic_path, trace_torchscript
+from mdcvkit.biasing import IterativeCVLearning, to_plumed
+from mdcvkit.training import Trainer
 
 
 def test_atomic_path_renames_on_success(tmp_path):
@@ -45,3 +48,20 @@ def test_trace_torchscript_is_silent_and_exact():
     assert isinstance(traced, torch.jit.ScriptModule)
     y = torch.randn(7, 3)
     torch.testing.assert_close(traced(y), module(y), rtol=0, atol=0)
+
+
+def test_as_path_names_the_argument(tmp_path):
+    assert as_path(str(tmp_path)) == tmp_path and as_path(tmp_path / "a", "output") == tmp_path / "a"
+    with pytest.raises(TypeError, match=r"output=3 must be a file path \(str or pathlib.Path\), not int"):
+        as_path(3, "output")
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: mk.AutoencoderCV.load(123), "path=123"),
+    (lambda: Trainer(checkpoint=1.5), "checkpoint=1.5"),
+    (lambda: IterativeCVLearning(mk.systems.EntropicSwitch(), state_file=["s.pt"]), r"state_file=\['s.pt'\]"),
+    (lambda: to_plumed(torch.nn.Identity(), None), "folder=None"),
+])  # fmt: skip
+def test_paths_that_are_not_paths_are_refused_by_name(call, name):
+    with pytest.raises(TypeError, match=f"{name} must be a file path"):
+        call()

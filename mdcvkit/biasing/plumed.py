@@ -21,12 +21,11 @@ References: L. Bonati, G. Piccini, M. Parrinello, PNAS 118, e2113533118 (2021)
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._io import atomic_path, trace_torchscript
+from .._io import as_path, atomic_path, trace_torchscript
 from ..features import AlignedPositions, FramePositions
 from .boundary import NM_TO_ANGSTROM, _module_dtype
 from .descriptors import DescriptorCV, Position
@@ -192,14 +191,14 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
       PDB fields' width; the model runs in float32 in PLUMED. Atom numbers are limited to
       five digits (the PDB serial field), which PLUMED reads by column.
     """
+    folder = as_path(folder, "folder")
     if isinstance(getattr(cv, "featurizer", None), AlignedPositions):
-        return _aligned_to_plumed(cv, Path(folder), particles, model_file, label, temperature, reference_file)
+        return _aligned_to_plumed(cv, folder, particles, model_file, label, temperature, reference_file)
     if isinstance(getattr(cv, "featurizer", None), FramePositions):
-        return _frame_to_plumed(cv, Path(folder), particles, model_file, label, temperature)
+        return _frame_to_plumed(cv, folder, particles, model_file, label, temperature)
     if not isinstance(cv, DescriptorCV) and hasattr(cv, "featurizer") and hasattr(cv, "model"):
         cv = DescriptorCV.from_collective_variable(cv)
     _check_cv(cv)
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     descriptors = cv.descriptors
     particles = _particles(particles, cv.n_atoms)
@@ -341,7 +340,7 @@ def to_openmm_torch(cv, folder, n_particles, *, particles=None, prefix="cv"):
     list of pathlib.Path
         One file per CV component.
     """
-    folder = Path(folder)
+    folder = as_path(folder, "folder")
     folder.mkdir(parents=True, exist_ok=True)
     particles = np.arange(n_particles) if particles is None else np.asarray(particles, dtype=np.int64)
     example = torch.rand(int(n_particles), 3, generator=torch.Generator().manual_seed(0)) + 0.5
