@@ -93,6 +93,17 @@ def topology_universe(atoms):
     return universe
 
 
+def _subset_table(atoms, keep):
+    """The ``_atom_table`` dict of the atoms at positions ``keep`` (in that order) of ``atoms``."""
+    keep = [int(k) for k in keep]
+    if keep == list(range(len(atoms["names"]))):
+        return atoms
+    table = {key: [values[k] for k in keep] for key, values in atoms.items() if key != "bonds"}
+    where = {k: n for n, k in enumerate(keep)}
+    table["bonds"] = [[where[i], where[j]] for i, j in atoms.get("bonds") or () if i in where and j in where]
+    return table
+
+
 def decode(cv_module, z, atoms, latent=None):
     """Decode latent points into structures (position features) or features (any other features).
 
@@ -117,15 +128,17 @@ def decode(cv_module, z, atoms, latent=None):
     MDAnalysis.Universe or xarray.DataArray
         For ``"aligned"`` or ``"positions"`` features: a Universe (in memory)
         with one frame per latent point, positions in Å (in the frame of the
-        alignment reference for ``"aligned"``). Otherwise a DataArray of
+        alignment reference for ``"aligned"``), of the featurized atoms
+        (``AlignedPositions.atoms``, all by default). Otherwise a DataArray of
         decoded features, dims ("sample", "feature"), coords ``label``.
     """
     model, featurizer = cv_module.model, cv_module.featurizer
     z = latent_points(z, model.n_cv) if latent is None else latent
     features = apply_in_chunks(model.decode, z)
     if isinstance(featurizer, (AlignedPositions, Positions)):
-        universe = topology_universe(atoms)
-        positions = features.reshape(len(features), featurizer.n_atoms, 3).astype(np.float32)
+        decoded = getattr(featurizer, "atoms", range(featurizer.n_atoms))  # AlignedPositions(atoms=...) decodes those
+        universe = topology_universe(_subset_table(atoms, decoded))
+        positions = features.reshape(len(features), len(decoded), 3).astype(np.float32)
         universe.load_new(positions, format=MemoryReader, order="fac")
         return universe
     return xr.DataArray(

@@ -60,3 +60,25 @@ def test_masses_are_guessed_for_tables_without_them(heavy):
     u = mk.generation.topology_universe(table)
     np.testing.assert_allclose(u.atoms.masses, heavy.masses, rtol=1e-3)
     assert len(u.segments) == 1 and len(u.residues) == len(heavy.residues)
+
+
+def test_decode_a_cv_on_a_subset_of_the_aligned_atoms(heavy):
+    """AlignedPositions(atoms=...) feeds only some atoms: decode gives those atoms, in that order, with their bonds."""
+    from mdcvkit.analysis import CollectiveVariable, _atom_table
+    from mdcvkit.models import AutoEncoder
+
+    keep = [k for k, name in enumerate(heavy.names) if name != "CB"][::-1]
+    featurizer = mk.features.AlignedPositions(heavy.positions, names=list(heavy.names), atoms=keep)
+    torch.manual_seed(0)
+    cv = CollectiveVariable(featurizer, AutoEncoder(featurizer.n_features, 2, hidden=(8,)))
+    u = mk.generation.decode(cv, np.zeros((3, 2)), _atom_table(heavy))
+    assert u.atoms.n_atoms == len(keep) and u.trajectory.n_frames == 3
+    assert list(u.atoms.names) == [heavy.names[k] for k in keep]
+    bonds = {frozenset((heavy.names[keep[i]] + str(keep[i]), heavy.names[keep[j]] + str(keep[j])))
+             for i, j in u.atoms.bonds.indices}  # fmt: skip
+    expected = {frozenset((heavy.names[i] + str(i), heavy.names[j] + str(j)))
+                for i, j in (np.searchsorted(heavy.indices, b) for b in heavy.intra_bonds.indices)
+                if i in keep and j in keep}  # fmt: skip
+    assert bonds == expected and len(bonds) == len(heavy.intra_bonds) - 1  # the Cα-Cβ bond is gone
+    features = cv.model.decode(torch.zeros(3, 2)).detach().numpy()
+    np.testing.assert_allclose(u.trajectory.timeseries(order="fac").reshape(3, -1), features, rtol=1e-6)
