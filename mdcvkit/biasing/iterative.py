@@ -10,7 +10,6 @@ A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017)
 import copy
 import logging
 import warnings
-from pathlib import Path
 
 import numpy as np
 import openmm
@@ -21,7 +20,7 @@ from scipy.special import logsumexp
 from torch import nn
 
 from .._checks import check_int, check_seed, openmm_seed
-from .._io import atomic_path
+from .._io import as_path, atomic_path
 from ..analysis import CollectiveVariable
 from ..features import Featurizer, Positions
 from ..metrics import knn_regscore, regscore, regscore_threshold
@@ -457,7 +456,7 @@ class IterativeCVLearning:
         self.production_kappa = production_kappa
         self.start = start
         self.criterion = criterion
-        self.state_file = None if state_file is None else Path(state_file)
+        self.state_file = None if state_file is None else as_path(state_file, "state_file")
         self.seed = check_seed(seed)
         self.verbose = verbose
         self.results = Results()
