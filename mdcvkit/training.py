@@ -342,6 +342,11 @@ class Trainer:
             )
         if p is not None and p[source[~is_val]].sum() <= 0:
             raise ValueError("all training frames have zero weight; check weights or validation_fraction")
+        if p is not None and n_val and p[source[is_val]].sum() <= 0:
+            raise ValueError(
+                f"all {n_val} validation frames have zero weight, so the validation loss is undefined; "
+                f"drop the zero-weight frames, pass more frames, or change validation_fraction or n_blocks"
+            )
 
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)

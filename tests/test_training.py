@@ -154,6 +154,18 @@ def test_weights_change_what_is_learned():
     np.testing.assert_allclose(fit.model.normalization.mean.numpy(), x[:200].mean(0), rtol=1e-4, atol=1e-4)
 
 
+def test_validation_frames_of_zero_weight_are_refused():
+    """A validation split whose frames all have zero weight has no loss to stop on: a clear error, not a
+    model restored from no best epoch."""
+    x, _ = make_data(400)
+    trainer = Trainer(max_epochs=2, seed=0, validation_fraction=0.2, n_blocks=5)
+    w = np.where(validation_mask([400], 0.2, 5, 0), 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"all 80 validation frames have zero weight.*drop the zero-weight frames"):
+        trainer.fit(AutoEncoder(3, 1), x, weights=w)
+    w[np.flatnonzero(w == 0)[0]] = 1.0  # one validation frame with weight is enough
+    trainer.fit(AutoEncoder(3, 1), x, weights=w)
+
+
 def test_non_finite_loss_is_reported():
     x, _ = make_data(200)
     with pytest.raises(FloatingPointError, match="lower learning_rate"):

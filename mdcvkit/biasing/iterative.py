@@ -37,7 +37,7 @@ __all__ = ["IterativeCVLearning", "eabf_log_weights"]
 logger = logging.getLogger(__name__)
 
 #: version of the state-file layout
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 #: scores that can decide convergence: name -> score(previous CV, new CV) on the same frames
 CRITERIA = {"regscore": regscore, "knn": knn_regscore}
@@ -153,6 +153,11 @@ def eabf_log_weights(eabf):
     return log_w - logsumexp(log_w)
 
 
+def _iteration_seed(seed, i):
+    """Seed of iteration ``i`` of the loop seeded ``seed``: independent streams for every (seed, i)."""
+    return int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+
+
 def _ess(log_w):
     """Kish effective sample size (Σw)² / Σw² of normalised log-weights."""
     return float(np.exp(-logsumexp(2 * log_w)))
@@ -171,8 +176,9 @@ class IterativeCVLearning:
        (see :func:`eabf_log_weights` for the derivation); train a fresh autoencoder with those
        weights (multinomial minibatches, :class:`~mdcvkit.training.Trainer`); ξ_i is its encoder;
        ``regscore(ξ_{i-1}, ξ_i)`` and ``knn_regscore(ξ_{i-1}, ξ_i)`` on the frames of iteration i.
-    3. Stop when the score of ``criterion`` reaches ``min_score`` or after ``max_iterations`` biased
-       iterations; then, if ``production_steps``, a production eABF run along the last CV.
+    3. Stop when the score of ``criterion`` has reached ``min_score`` in ``patience`` successive
+       iterations, or after ``max_iterations`` biased iterations; then, if ``production_steps``, a
+       production eABF run along the last CV.
 
     Every CV is shifted and scaled to zero mean and unit variance over its training frames, so that
     grids and κ are in units of its spread. The grid of the eABF along ξ spans the values of ξ on
@@ -205,22 +211,24 @@ class IterativeCVLearning:
         between hidden layers only, so it is then linear.
     activation : str, default "tanh"
     steps_per_iteration : int, default 1_000_000
-        Integration steps of each sampling run (the unbiased one and each eABF run); on the
-        entropic switch 200,000 steps left one run (seed 0) oscillating over 5 iterations, 1M
-        converged in 2-3 iterations (seeds 0-2).
+        Integration steps of each sampling run (the unbiased one and each eABF run). On the
+        entropic switch, with 200,000 steps no loop of seeds 0-2 converged in 5 iterations (R²
+        against x1 wandering between 0.003 and 0.99); with 1M, 9 loops of seeds 0-9 converged to
+        x1 at iteration 3-4 (see ``patience``).
     sample_frequency : int, default 50
         Steps between stored frames.
     max_iterations : int, default 10
         Biased iterations at most (≥ 1).
     min_score : float, optional
-        Score (of ``criterion``) between successive CVs at which the loop stops; default the
+        Score (of ``criterion``) between successive CVs at which the loop stops (``patience``
+        times in a row); default the
         bootstrap threshold of each iteration (:func:`mdcvkit.metrics.regscore_threshold`:
-        ``n_bootstrap`` CVs trained on 10 % of the frames, 5th percentile of their scores against
+        ``n_bootstrap`` CVs trained on 10 % of the frames that carry weight, 5th percentile of their scores against
         the CV trained on all).
         Successive CVs agree whenever their frames cover the same region, so a high regscore
         measures stability, not discovery: on vacuum alanine dipeptide from C7eq with 1 ns runs,
         both the bootstrap threshold (0.96-0.98) and 0.99 were passed after the first biased
-        iteration, before the molecule had visited C7ax. Pass ``min_score=1.0`` to run all
+        iteration, before the molecule had visited C7ax (hence ``patience``). Pass ``min_score=1.0`` to run all
         ``max_iterations``. The reverse also happens with a 2-D CV, whose latent plane the data fix
         only up to a smooth bend: two fresh trainings on the same frames can score below 0.99
         against each other, by how much depending on the inputs (see ``featurizer``; hence
@@ -265,7 +273,8 @@ class IterativeCVLearning:
     full_samples : int, default 100
         See :class:`ExtendedABF`.
     trainer : Trainer, optional
-        Training settings; its seed is replaced by ``seed + i``. Default ``Trainer(max_epochs=200)``.
+        Training settings; its seed is replaced by iteration i's seed (see ``seed``). Default
+        ``Trainer(max_epochs=200)``.
     n_bootstrap : int, default 10
         Sub-sample CVs of the default ``min_score``.
     ess_threshold : float, default 0.05
@@ -310,11 +319,25 @@ class IterativeCVLearning:
         regscore was 0.616 and 0.990, and 0.949 at iteration 3 had the loop gone on. Like the
         regscore, it measures stability, not discovery: seeds 1 and 2 stopped at iteration 1 (kNN
         regscores 0.9993, 0.9986) before any frame had reached C7ax.
+    patience : int, default 2
+        Successive biased iterations whose score must reach ``min_score`` before the loop stops.
+        FEBILAE stops at the first (``patience=1``). A high score means that the new CV is the old
+        one, which also happens when the run along the old CV found nothing new: then the loop has
+        not converged but stalled, and one more run, with fresh noise, may still cross. On the
+        entropic switch (1M steps per iteration, ``min_score=0.99``, seeds 0-9), ``patience=1``
+        stopped 3 loops of 10 at iteration 1 on a CV along x2 (R² 0.67-0.70 against x1): their
+        first eABF run had not reached the right well. In the next iteration all three did, and
+        reached x1 (R² ≥ 0.9995); the 7 others converged to x1 at iterations 2-3.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
     seed : int, default 0
-        Seeds sampling (``seed + i`` in iteration i), training and the bootstrap.
+        Seeds sampling, training and the bootstrap. Iteration i (and the production, after the
+        last) draws its own seed from ``numpy.random.SeedSequence([seed, i])``, so that the loops of
+        two seeds share no random stream. (With ``seed + i``, iteration i + 1 of seed s would repeat
+        the random numbers of iteration i of seed s + 1: on the entropic switch, whose Brownian
+        dynamics common noise synchronises, the R² of seed 1's CVs against x1 then followed seed 2's
+        one iteration late, to within 0.02.)
     verbose : bool, default False
         tqdm progress bar over iterations.
 
@@ -352,7 +375,7 @@ class IterativeCVLearning:
                  integrator=None, route="auto", n_bins=50, grid_margin=0.05, kappa=None, full_samples=100,
                  trainer=None, n_bootstrap=10, ess_threshold=0.05, production_steps=0,
                  production_grid_margin=None, production_kappa=None, start="previous", criterion="regscore",
-                 state_file=None, seed=0, verbose=False):  # fmt: skip
+                 patience=2, state_file=None, seed=0, verbose=False):  # fmt: skip
         self.toy = None if isinstance(system, openmm.System) else system
         if self.toy is not None and not hasattr(self.toy, "system"):
             raise TypeError(f"system must be an openmm.System or a mdcvkit.systems toy, not {type(system).__name__}")
@@ -404,7 +427,7 @@ class IterativeCVLearning:
         for label, value, low in (("max_iterations", max_iterations, 1), ("steps_per_iteration",
                                   steps_per_iteration, 1), ("sample_frequency", sample_frequency, 1),
                                   ("n_bins", n_bins, 2), ("n_bootstrap", n_bootstrap, 1),
-                                  ("production_steps", production_steps, 0)):  # fmt: skip
+                                  ("production_steps", production_steps, 0), ("patience", patience, 1)):  # fmt: skip
             check_int(value, label, low)
         if steps_per_iteration < 10 * sample_frequency:
             raise ValueError(
@@ -456,6 +479,7 @@ class IterativeCVLearning:
         self.production_kappa = production_kappa
         self.start = start
         self.criterion = criterion
+        self.patience = int(patience)
         self.state_file = None if state_file is None else as_path(state_file, "state_file")
         self.seed = check_seed(seed)
         self.verbose = verbose
@@ -494,8 +518,10 @@ class IterativeCVLearning:
     def _train(self, features, log_w, seed, indices=None):
         """A fresh autoencoder trained on ``features`` (rows ``indices``); its encoder as a :class:`_ScaledCV`."""
         training = features if indices is None else features[indices]
-        if indices is not None and log_w is not None:
-            log_w = log_w[indices]
+        if log_w is not None:  # frames of zero weight (no CZAR estimate in their bin) take no part
+            log_w = log_w if indices is None else log_w[indices]
+            kept = np.isfinite(log_w)
+            training, log_w = training[torch.as_tensor(kept)], log_w[kept]
         torch.manual_seed(seed)  # the initial weights: a resumed run repeats an uninterrupted one
         model = AutoEncoder(self.featurizer.n_features, self.n_cv, hidden=self.hidden, activation=self.activation,
                             scale_groups=self.featurizer.scale_groups)  # fmt: skip
@@ -647,7 +673,7 @@ class IterativeCVLearning:
 
     def _iteration(self, state):
         i = len(state["records"])
-        seed = int(self.seed) + i
+        seed = _iteration_seed(self.seed, i)
         if i == 0:
             (positions, last), log_w = self._sample_unbiased(seed), None
             target = None
@@ -676,10 +702,12 @@ class IterativeCVLearning:
             before, after = _cv_values(previous, positions), _cv_values(cv, positions)
             scores = {name: score(before, after) for name, score in CRITERIA.items()}
             threshold = self.min_score
-            if threshold is None:
+            if threshold is None:  # sub-samples of the frames that carry weight
+                usable = np.arange(len(positions)) if log_w is None else np.flatnonzero(np.isfinite(log_w))
                 threshold, _ = regscore_threshold(
-                    lambda idx: _cv_values(cv if idx is None else self._train(features, log_w, seed, idx), positions),
-                    len(positions), n_bootstrap=self.n_bootstrap, seed=seed, score=CRITERIA[self.criterion],
+                    lambda idx: _cv_values(cv if idx is None else self._train(features, log_w, seed, usable[idx]),
+                                           positions),
+                    len(usable), n_bootstrap=self.n_bootstrap, seed=seed, score=CRITERIA[self.criterion],
                 )  # fmt: skip
         grid = self._grid(cv, positions)
         record = {
@@ -688,7 +716,6 @@ class IterativeCVLearning:
             "n_frames": len(positions), "ess": ess, "pmf": self._pmf(cv, positions, target, grid),
             "grid": [grid.centers(d) for d in range(grid.n_dim)],
         }  # fmt: skip
-        score = scores[self.criterion]
         logger.info("iteration %d: regscore %.4f, knn_regscore %.4f (%s threshold %.4f), reference score %.4f, "
                     "%d frames, ESS %.0f", i, scores["regscore"], scores["knn"], self.criterion, threshold,
                     record["reference_score"], len(positions), ess)  # fmt: skip
@@ -696,7 +723,9 @@ class IterativeCVLearning:
         state["models"].append(cv)
         state["positions"] = positions.astype(np.float32)
         state["last"] = last
-        state["converged"] = bool(i > 0 and score >= threshold)
+        key = "knn_regscore" if self.criterion == "knn" else "regscore"
+        passed = [r[key] >= r["threshold"] for r in state["records"][1:]]
+        state["converged"] = len(passed) >= self.patience and all(passed[-self.patience :])
 
     def _conclude(self, state):
         records = state["records"]
@@ -726,7 +755,7 @@ class IterativeCVLearning:
         self.results.production = self.results.production_log_weights = None
         if self.production_steps:
             cv = self.results.cv
-            seed = int(self.seed) + n
+            seed = _iteration_seed(self.seed, n)
             grid = self._grid(cv, state["positions"], self.production_grid_margin)
             eabf, _ = self._eabf(cv, grid, self.production_steps, seed, self._start(state), self.production_kappa)
             self.results.production = eabf.results
