@@ -314,20 +314,24 @@ class IterativeCVLearning:
         (:func:`mdcvkit.metrics.regscore`). "knn" asks only for a smooth invertible map either way
         (:func:`mdcvkit.metrics.knn_regscore`), which is what matters to eABF and what a 2-D
         autoencoder latent is defined up to. On vacuum alanine dipeptide (2-D CV on body-frame
-        coordinates, 3 ns per iteration, seed 0) the kNN regscore was 0.956 after the first C7ax visits and
-        0.9996 at iteration 2 (bootstrap thresholds 0.995, 0.989), where the loop stopped; the
-        regscore was 0.616 and 0.990, and 0.949 at iteration 3 had the loop gone on. Like the
-        regscore, it measures stability, not discovery: seeds 1 and 2 stopped at iteration 1 (kNN
-        regscores 0.9993, 0.9986) before any frame had reached C7ax.
+        coordinates, 3 ns per iteration, seed 0, when iteration i drew seed + i) the kNN regscore
+        was 0.956 after the first C7ax visits and 0.9996 at iteration 2 (bootstrap thresholds
+        0.995, 0.989), where the loop stopped; the regscore was 0.616 and 0.990, and 0.949 at
+        iteration 3 had the loop gone on. Like the regscore, it measures stability, not discovery:
+        seeds 1 and 2 stopped at iteration 1 (kNN regscores 0.9993, 0.9986) before any frame had
+        reached C7ax (see ``patience``).
     patience : int, default 2
         Successive biased iterations whose score must reach ``min_score`` before the loop stops.
         FEBILAE stops at the first (``patience=1``). A high score means that the new CV is the old
         one, which also happens when the run along the old CV found nothing new: then the loop has
-        not converged but stalled, and one more run, with fresh noise, may still cross. On the
+        stalled, not converged, and one more run, with fresh noise, may still cross. On the
         entropic switch (1M steps per iteration, ``min_score=0.99``, seeds 0-9), ``patience=1``
         stopped 3 loops of 10 at iteration 1 on a CV along x2 (R² 0.67-0.70 against x1): their
-        first eABF run had not reached the right well. In the next iteration all three did, and
-        reached x1 (R² ≥ 0.9995); the 7 others converged to x1 at iterations 2-3.
+        first eABF run had hardly reached the right well. With ``patience=2`` those three went on
+        to x1, and 9 loops of the 10 ended there (R² 1.0000) at iteration 3-4; the tenth reached x1
+        and left it at its last iteration. Two passes do not always tell a stall: on vacuum
+        alanine dipeptide from C7eq (tutorial 05, seeds 0-2) the first two iterations stayed in
+        C7eq and passed the kNN test; seeds 0 and 1, run on, crossed at iterations 3 and 4.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
