@@ -220,22 +220,21 @@ class IterativeCVLearning:
     max_iterations : int, default 10
         Biased iterations at most (≥ 1).
     min_score : float, optional
-        Score (of ``criterion``) between successive CVs at which the loop stops (``patience``
-        times in a row); default the
-        bootstrap threshold of each iteration (:func:`mdcvkit.metrics.regscore_threshold`:
-        ``n_bootstrap`` CVs trained on 10 % of the frames that carry weight, 5th percentile of their scores against
-        the CV trained on all).
+        Score (of ``criterion``) between successive CVs at which the loop stops (``patience`` times
+        in a row); default the bootstrap threshold of each iteration
+        (:func:`mdcvkit.metrics.regscore_threshold`: ``n_bootstrap`` CVs trained on 10 % of the
+        frames that carry weight, 5th percentile of their scores against the CV trained on all).
         Successive CVs agree whenever their frames cover the same region, so a high regscore
         measures stability, not discovery: on vacuum alanine dipeptide from C7eq with 1 ns runs,
         both the bootstrap threshold (0.96-0.98) and 0.99 were passed after the first biased
-        iteration, before the molecule had visited C7ax (hence ``patience``). Pass ``min_score=1.0`` to run all
-        ``max_iterations``. The reverse also happens with a 2-D CV, whose latent plane the data fix
-        only up to a smooth bend: two fresh trainings on the same frames can score below 0.99
-        against each other, by how much depending on the inputs (see ``featurizer``; hence
-        ``criterion="knn"``). The bootstrap CVs start from the same initial weights as the full
-        one, so the default threshold measures data noise only; drawing new initial weights for
-        them was tried and dropped, as it let the threshold fall to 0.01-0.71 on the 2-D toy and
-        the loop stop before the CV had settled.
+        iteration, before the molecule had visited C7ax (hence ``patience``). Pass ``min_score=1.0``
+        to run all ``max_iterations``. The reverse also happens with a 2-D CV, whose latent plane
+        the data fix only up to a smooth bend: two fresh trainings on the same frames can score
+        below 0.99 against each other, by how much depending on the inputs (see ``featurizer``;
+        hence ``criterion="knn"``). The bootstrap CVs start from the same initial weights as the
+        full one, so the default threshold measures data noise only; drawing new initial weights for
+        them was tried and dropped, as it let the threshold fall to 0.01-0.71 on the 2-D toy and the
+        loop stop before the CV had settled.
     reweight : bool, default True
         Train on the weights above; False trains on the biased frames as they are.
     reference : callable, optional
