@@ -232,19 +232,20 @@ class AlignedPositions(Featurizer):
         self.register_buffer("weights", fit)
         self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
         self.atoms = list(range(self.n_atoms)) if atoms is None else _atom_subset(atoms, self.n_atoms)
+        self._selects = self.atoms != list(range(self.n_atoms))  # a subset or another order of the fitted atoms
         self.labels = [f"{self.names[k]}:{ax}" for k in self.atoms for ax in "xyz"]
         self.feature_atoms = [(k,) for k in self.atoms for _ in range(3)]
 
     def get_config(self):
         config = {"reference": self.reference.tolist(), "weights": self.weights.tolist(), "names": self.names}
-        if self.atoms != list(range(self.n_atoms)):
+        if self._selects:
             config["atoms"] = self.atoms
         return config
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
         aligned = kabsch_align(positions, self.reference.to(positions.dtype), self.weights)
-        if self.atoms != list(range(self.n_atoms)):
+        if self._selects:
             aligned = aligned[:, self.atoms]
         return aligned.flatten(1)
 
