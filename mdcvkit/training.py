@@ -123,8 +123,9 @@ def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
     """Choose validation frames as whole contiguous blocks that never cross trajectories.
 
     Each trajectory is cut into blocks of about ``sum(lengths) / n_blocks``
-    frames; blocks are drawn at random (seeded) until at least
-    ``validation_fraction`` of the frames are held out. Contiguous blocks keep
+    frames; blocks are drawn at random (seeded) until
+    ``ceil(validation_fraction * sum(lengths))`` frames are held out, the last
+    block drawn being cut short to that count. Contiguous blocks keep
     time-correlated neighbours out of the validation set.
 
     Parameters
@@ -134,7 +135,7 @@ def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
     validation_fraction : float, default 0.2
         Fraction of frames held out, in [0, 1).
     n_blocks : int, default 20
-        Approximate number of blocks over all frames.
+        Approximate number of blocks over all frames (≥ 1).
     seed : int, default 0
 
     Returns
@@ -144,6 +145,7 @@ def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
     """
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1); e.g. 0.2")
+    check_int(n_blocks, "n_blocks", 1)
     n_frames = int(np.sum(lengths))
     mask = np.zeros(n_frames, dtype=bool)
     if validation_fraction == 0:
@@ -157,11 +159,13 @@ def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
             stops.append(offset + min(start + block, length))
         offset += length
     order = np.random.default_rng(seed).permutation(len(starts))
-    target = validation_fraction * n_frames
+    missing = int(np.ceil(validation_fraction * n_frames))
     for k in order:
-        if mask.sum() >= target:
+        if missing <= 0:
             break
-        mask[starts[k]:stops[k]] = True
+        stop = min(stops[k], starts[k] + missing)  # the last block drawn stops at the target
+        mask[starts[k]:stop] = True
+        missing -= stop - starts[k]
     return mask
 
 
