@@ -367,6 +367,8 @@ def test_seed_must_be_a_generator_seed(toy):
 
 
 def test_kappa_and_reference_are_checked_before_sampling(toy):
+    with pytest.raises(ValueError, match=r"activation='sigmoid' is not known; use one of 'tanh'"):
+        IterativeCVLearning(toy, hidden=(5,), activation="sigmoid")
     with pytest.raises(ValueError, match=r"kappa=-1 must be a positive coupling constant"):
         IterativeCVLearning(toy, kappa=-1)
     with pytest.raises(TypeError, match=r"reference must be a function of positions .* not int"):
