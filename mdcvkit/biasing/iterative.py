@@ -217,7 +217,8 @@ class IterativeCVLearning:
         2, 3 and 4 iterations (seeds 2, 0, 1; largest φ −1° to −17°), and with a finer grid
         (30 × 30 bins, κ 100) seeds 0 and 1 never crossed in 5 iterations. ELU is linear on one
         side of each unit and keeps a gradient: seeds 0 and 1 reached C7ax in iteration 1
-        (largest φ 86° and 87°). FEBILAE used tanh.
+        (largest φ 86° and 87°), and again with grid margin 0.2 and κ 100 (72° and 83°). FEBILAE
+        used tanh.
     steps_per_iteration : int, default 1_000_000
         Integration steps of each sampling run (the unbiased one and each eABF run). On the
         entropic switch, with 200,000 steps no loop of seeds 0-2 converged in 5 iterations (R²
@@ -337,8 +338,9 @@ class IterativeCVLearning:
         first eABF run had hardly reached the right well. With ``patience=2`` those three went on
         to x1, and 9 loops of the 10 ended there (R² 1.0000) at iteration 3-4; the tenth reached x1
         and left it at its last iteration. Two passes do not always tell a stall: on vacuum
-        alanine dipeptide from C7eq (tutorial 05, seeds 0-2) the first two iterations stayed in
-        C7eq and passed the kNN test; seeds 0 and 1, run on, crossed at iterations 3 and 4.
+        alanine dipeptide from C7eq (tutorial 05 settings, seeds 0-2, tanh encoders) the first two
+        iterations stayed in C7eq and passed the kNN test; seeds 0 and 1, run on, crossed at
+        iterations 3 and 4 (see ``activation``).
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
