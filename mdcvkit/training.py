@@ -159,7 +159,7 @@ def validation_mask(lengths, validation_fraction=0.2, n_blocks=20, seed=0):
             stops.append(offset + min(start + block, length))
         offset += length
     order = np.random.default_rng(seed).permutation(len(starts))
-    missing = int(np.ceil(validation_fraction * n_frames))
+    missing = int(np.ceil(round(validation_fraction * n_frames, 6)))  # 0.55 * 100 is 55.00000000000001
     for k in order:
         if missing <= 0:
             break

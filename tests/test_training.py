@@ -63,6 +63,7 @@ def test_validation_mask_holds_out_the_fraction_with_few_blocks():
         assert mask.sum() == 20
         assert np.count_nonzero(np.diff(mask.astype(int))) <= 2  # one contiguous stretch
     assert validation_mask([7], 0.2, n_blocks=3).sum() == 2  # rounded up
+    assert validation_mask([100], 0.55).sum() == 55  # not 56: 0.55 * 100 is 55.00000000000001 in floating point
     with pytest.raises(ValueError, match="n_blocks"):
         validation_mask([100], 0.2, n_blocks=0)
 

@@ -214,11 +214,11 @@ class IterativeCVLearning:
         iteration reaches past the frames it learned from only where ξ keeps a gradient there. A
         tanh encoder saturates outside its training data: on vacuum alanine dipeptide from C7eq
         (tutorial 05 settings, 21-40-2-40-21, 3 ns per iteration) tanh loops sat below φ = 0° for
-        2, 3 and 4 iterations (seeds 2, 0, 1; largest φ −1° to −17°), and with a finer grid
-        (30 × 30 bins, κ 100) seeds 0 and 1 never crossed in 5 iterations. ELU is linear on one
-        side of each unit and keeps a gradient: seeds 0 and 1 reached C7ax in iteration 1
-        (largest φ 86° and 87°), and again with grid margin 0.2 and κ 100 (72° and 83°). FEBILAE
-        used tanh.
+        their first 2 (seed 2, where the loop stopped), 3 (seed 0) and 4 (seed 1) iterations,
+        and with a finer grid (30 × 30 bins, κ 100) seeds 0 and 1 never crossed in 5 iterations.
+        ELU is linear on one side of each unit and keeps a gradient: seeds 0, 1 and 2 reached
+        C7ax in iteration 1 (largest φ 86°, 87° and 77°), and seeds 0 and 1 did again with grid
+        margin 0.2 and κ 100 (72° and 83°). FEBILAE used tanh.
     steps_per_iteration : int, default 1_000_000
         Integration steps of each sampling run (the unbiased one and each eABF run). On the
         entropic switch, with 200,000 steps no loop of seeds 0-2 converged in 5 iterations (R²
