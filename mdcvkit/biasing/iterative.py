@@ -41,6 +41,8 @@ STATE_VERSION = 3
 
 #: scores that can decide convergence: name -> score(previous CV, new CV) on the same frames
 CRITERIA = {"regscore": regscore, "knn": knn_regscore}
+#: where each criterion's score is kept in an iteration's record (and in ``results.iterations``)
+RECORD_KEYS = {"regscore": "regscore", "knn": "knn_regscore"}
 
 
 class _Coordinates(Featurizer):
@@ -726,7 +728,7 @@ class IterativeCVLearning:
                 )  # fmt: skip
         grid = self._grid(cv, positions)
         record = {
-            "regscore": scores["regscore"], "knn_regscore": scores["knn"], "threshold": threshold,
+            **{RECORD_KEYS[name]: value for name, value in scores.items()}, "threshold": threshold,
             "reference_score": self._reference_score(cv, positions),
             "n_frames": len(positions), "ess": ess, "pmf": self._pmf(cv, positions, target, grid),
             "grid": [grid.centers(d) for d in range(grid.n_dim)],
@@ -738,8 +740,7 @@ class IterativeCVLearning:
         state["models"].append(cv)
         state["positions"] = positions.astype(np.float32)
         state["last"] = last
-        key = "knn_regscore" if self.criterion == "knn" else "regscore"
-        passed = [r[key] >= r["threshold"] for r in state["records"][1:]]
+        passed = [r[RECORD_KEYS[self.criterion]] >= r["threshold"] for r in state["records"][1:]]
         state["converged"] = len(passed) >= self.patience and all(passed[-self.patience :])
 
     def _conclude(self, state):
