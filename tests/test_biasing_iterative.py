@@ -457,3 +457,26 @@ def test_frames_of_zero_weight_are_left_out_of_training(toy, monkeypatch):
     np.testing.assert_array_equal(x, features[kept].numpy())
     np.testing.assert_array_equal(w, log_w[kept])
     assert torch.isfinite(cv.offset).all()
+
+
+@pytest.mark.parametrize("activation, keeps_slope", [(None, True), ("tanh", False)])
+def test_default_encoder_keeps_a_slope_beyond_its_training_frames(toy, activation, keeps_slope):
+    # eABF pushes along the gradient of the CV, so a CV that saturates past its frames cannot lead the
+    # next iteration out of them: the default (ELU) keeps a slope there, tanh flattens
+    kwargs = {} if activation is None else {"activation": activation}
+    loop = make(toy, hidden=(16,), **kwargs)
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(-1.0, 1.0, 2000)
+    frames = np.stack([x1, 0.3 * x1**2 + 0.05 * rng.normal(size=2000)], axis=1).astype(np.float32)
+    cv = loop._train(torch.as_tensor(frames), None, seed=0)
+
+    def slope(points):
+        positions = torch.zeros(len(points), 1, 3)
+        positions[:, 0, :2] = torch.as_tensor(points, dtype=torch.float32)
+        positions.requires_grad_(True)
+        cv(positions).sum().backward()
+        return positions.grad[:, 0, :2].norm(dim=1).median().item()
+
+    far = 10 * np.stack([np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16))], axis=1)
+    ratio = slope(far) / slope(frames[:200])
+    assert (ratio > 0.2) == keeps_slope, ratio
