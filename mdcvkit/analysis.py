@@ -632,9 +632,10 @@ class AutoencoderCV(AnalysisBase):
 
         The exported module takes positions ``(n_frames, n_atoms, 3)`` in Å
         (float32) and, for periodic distance features, the box ``(n_frames,
-        3, 3)`` in Å as second argument. Written atomically. TorchScript is
-        deprecated in recent torch releases but is what PLUMED's PYTORCH_MODEL
-        and OpenMM-Torch load.
+        3, 3)`` in Å as second argument; inputs of another atom count or
+        without the frame axis raise an error naming the exported shape.
+        Written atomically. TorchScript is deprecated in recent torch releases
+        but is what PLUMED's PYTORCH_MODEL and OpenMM-Torch load.
         """
         self._check_fitted("to_torchscript")
         module = self.results.model

@@ -190,3 +190,11 @@ def test_to_plumed_writes_descriptors_and_model(tmp_path, ala2):
     raw = mk.AutoencoderCV(ala2.select_atoms("not name H*"), features="positions", max_epochs=1).run(step=500)
     with pytest.raises(ValueError, match="descriptor form"):
         raw.to_plumed(tmp_path / "raw")
+
+
+@pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")  # torch.jit.load
+def test_torchscript_refuses_another_atom_count(tmp_path, ala2, fitted):
+    scripted = torch.jit.load(str(fitted.to_torchscript(tmp_path / "cv.ts")))
+    heavy = torch.from_numpy(ala2.select_atoms("not name H*").positions.copy())
+    with pytest.raises(torch.jit.Error, match=r"shape \[1, 11, 3\], but the CV was exported for \(n_frames, 10, 3\)"):
+        scripted(torch.cat([heavy, heavy[:1]])[None])

@@ -23,8 +23,7 @@ def test_atomic_path_refuses_folders_and_missing_folders(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder; pass the path of a file"), atomic_path(tmp_path):
         pass
     missing = tmp_path / "no" / "such" / "cv.pt"
-    with pytest.raises(FileNotFoundError, match="the folder .* does not exist; create it first"), \
-            atomic_path(missing):
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist; create it first"), atomic_path(missing):
         pass
     assert not (tmp_path / "no").exists()
 
@@ -48,6 +47,39 @@ def test_trace_torchscript_is_silent_and_exact():
     assert isinstance(traced, torch.jit.ScriptModule)
     y = torch.randn(7, 3)
     torch.testing.assert_close(traced(y), module(y), rtol=0, atol=0)
+
+
+class _FirstColumns(torch.nn.Module):
+    def forward(self, x):
+        return x[:, :3] * 2.0
+
+
+class _WithBox(torch.nn.Module):
+    def forward(self, x, box):
+        return x.sum(-1) + box.sum((-1, -2))
+
+
+@pytest.mark.parametrize("free_first, bad", [(True, (5, 4)), (True, (3,)), (False, (7, 3))])
+def test_trace_torchscript_refuses_inputs_of_another_shape(free_first, bad):
+    # a trace bakes the example's shape into its indexing: without the check, x[:, :3] of a (5, 4)
+    # input would give a number from the wrong columns
+    traced = trace_torchscript(_FirstColumns(), torch.randn(5, 3), free_first=free_first)
+    expected = r"\(n_frames, 3\)" if free_first else r"\(5, 3\)"
+    with pytest.raises(
+        torch.jit.Error,
+        match=rf"input 0 of this TorchScript CV has shape \[{', '.join(map(str, bad))}\], "
+        rf"but the CV was exported for {expected}",
+    ):
+        traced(torch.randn(*bad))
+    if free_first:
+        assert traced(torch.randn(9, 3)).shape == (9, 3)
+
+
+def test_trace_torchscript_checks_the_box_too():
+    traced = trace_torchscript(_WithBox(), (torch.randn(2, 4), torch.eye(3).expand(2, 3, 3)))
+    torch.testing.assert_close(traced(torch.ones(3, 4), torch.eye(3).expand(3, 3, 3)), torch.full((3,), 7.0))
+    with pytest.raises(torch.jit.Error, match=r"input 1 of this TorchScript CV has shape \[3, 3\]"):
+        traced(torch.ones(3, 4), torch.eye(3))
 
 
 def test_as_path_names_the_argument(tmp_path):

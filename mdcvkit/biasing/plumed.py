@@ -4,7 +4,9 @@ PLUMED computes the descriptors itself (``DISTANCE``, ``TORSION``, ``POSITION``)
 and feeds them, as a float32 tensor of shape ``(1, n_descriptors)``, to the
 TorchScript model written here, which returns one column per CV component
 (PLUMED names them ``<label>.node-0``, ``<label>.node-1``, ...). The model is
-*traced*, not scripted (scripting fails on torch 2.x for this kind of code).
+*traced*, not scripted (scripting fails on torch 2.x for this kind of code),
+inside a scripted check that refuses an input of another width than the
+exported one (a trace would otherwise read the wrong columns without error).
 PLUMED's LibTorch must match the torch version that wrote the model; that
 version is recorded next to the model and in the input file.
 
@@ -348,7 +350,7 @@ def to_openmm_torch(cv, folder, n_particles, *, particles=None, prefix="cv"):
         n_cv = cv((example[particles].unsqueeze(0) * 10).to(_module_dtype(cv))).shape[-1]
     paths = []
     for k in range(n_cv):
-        traced = trace_torchscript(_TorchComponent(cv, particles, k), example)
+        traced = trace_torchscript(_TorchComponent(cv, particles, k), example, free_first=False)
         path = folder / f"{prefix}{k}.pt"
         traced.save(str(path))
         paths.append(path)

@@ -185,7 +185,7 @@ def _torch_route(cv, particles, n_cv, n_particles, prefix):
     example = torch.zeros(n_particles, 3)
     forces = {}
     for k in range(n_cv):
-        traced = trace_torchscript(_TorchComponent(cv, particles, k), example)
+        traced = trace_torchscript(_TorchComponent(cv, particles, k), example, free_first=False)
         forces[f"{prefix}{k}"] = openmmtorch.TorchForce(traced)
     return forces, []
 
