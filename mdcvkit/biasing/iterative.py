@@ -206,7 +206,10 @@ class IterativeCVLearning:
         as the only inputs (``AlignedPositions(..., atoms=...)``) agreed to 0.987-0.998 and did not
         blow up.
     n_cv : int, default 1
-        Dimension of the CV (1 or 2, what eABF supports).
+        Dimension of the CV (1 or 2, what eABF supports). On vacuum alanine dipeptide from C7eq
+        (backbone inputs fitted with Cβ, tutorial 05 settings, seed 0), a 1-D CV learned what the
+        unbiased run explores, ψ (score 0.45-0.49 against (φ, ψ)), and five iterations and the
+        production never left C7eq (largest φ −29°); 2-D CVs reach C7ax in iteration 1.
     hidden : sequence of int, default ()
         Hidden layers of the encoder (mirrored in the decoder). ``()`` with two inputs is
         FEBILAE's 2-1-2 autoencoder; :class:`~mdcvkit.models.FeedForward` applies ``activation``
