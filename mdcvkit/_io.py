@@ -76,7 +76,7 @@ class _BoxShapeGuard(_ShapeGuard):
         super().__init__(traced, shape, free_first)
         self.box_shape = box_shape
 
-    def forward(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         _check_shape(x, self.shape, self.free_first, 0)
         _check_shape(box, self.box_shape, self.free_first, 1)
         return self.traced(x, box)
