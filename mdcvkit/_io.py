@@ -85,10 +85,8 @@ class _BoxShapeGuard(_ShapeGuard):
 def _check_shape(x: torch.Tensor, shape: list[int], free_first: bool, position: int):
     sizes = x.shape
     ok = len(sizes) == len(shape)
-    if ok:
-        for k in range(len(shape)):
-            if sizes[k] != shape[k] and not (free_first and k == 0):
-                ok = False
+    for k in range(1 if free_first else 0, len(shape)):  # TorchScript has no all() over a generator
+        ok = ok and sizes[k] == shape[k]
     if not ok:
         expected = [str(n) for n in shape]
         if free_first:
