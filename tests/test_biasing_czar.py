@@ -114,6 +114,22 @@ def test_integrate_keeps_the_largest_sampled_region():
     np.testing.assert_allclose(np.diff(pmf[4:]), 1.0)
 
 
+def test_a_region_across_the_periodic_boundary_is_one_region():
+    """Bins on both sides of φ = ±180° join through the boundary: 2 x 6 columns outweigh 8 in the middle."""
+    grid = Grid([-np.pi, -np.pi], [np.pi, np.pi], [36, 36], periodic=True)
+    phi, psi = np.meshgrid(grid.centers(0), grid.centers(1), indexing="ij")
+    potential = 3 * np.cos(phi) + np.cos(psi) * np.sin(phi)
+    gradient = np.stack([-3 * np.sin(phi) + np.cos(psi) * np.cos(phi), -np.sin(psi) * np.sin(phi)])
+    known = np.zeros(36, dtype=bool)
+    known[:6] = known[-6:] = known[14:22] = True
+    gradient[:, ~known] = np.nan
+    pmf = integrate_gradient(gradient, grid)
+    edges = np.r_[0:6, 30:36]
+    assert np.all(np.isfinite(pmf[edges])) and np.all(np.isnan(pmf[14:22]))
+    diff = pmf[edges] - potential[edges]  # one constant across the boundary
+    assert np.abs(diff - diff.mean()).max() < 0.05
+
+
 def test_grid_bins_and_periodicity():
     grid = Grid(-np.pi, np.pi, 36, periodic=True, names=["phi"])
     assert grid.index([[np.pi + 0.01]])[0] == 0  # wraps

@@ -96,14 +96,26 @@ def _derivative(values, axis, width, periodic):
 
 
 def _largest_region(mask, periodic):
+    """The largest region of ``mask`` connected through neighbours along an axis; periodic axes wrap."""
     labels, n = scipy.ndimage.label(mask)
     if n == 0:
         return mask
-    if n > 1 and mask.ndim == 1 and periodic[0] and mask[0] and mask[-1]:
-        labels[labels == labels[-1]] = labels[0]
-    sizes = np.bincount(labels.ravel())
+    root = np.arange(n + 1)  # union-find over labels that touch across a periodic boundary
+
+    def find(label):
+        while root[label] != label:
+            label = root[label]
+        return label
+
+    for axis, wraps in enumerate(periodic):
+        if wraps:
+            first, last = np.take(labels, 0, axis=axis).ravel(), np.take(labels, -1, axis=axis).ravel()
+            for a, b in zip(first[(first > 0) & (last > 0)], last[(first > 0) & (last > 0)], strict=True):
+                root[find(a)] = find(b)
+    merged = np.array([find(label) for label in range(n + 1)])[labels]
+    sizes = np.bincount(merged.ravel(), minlength=n + 1)
     sizes[0] = 0
-    return labels == np.argmax(sizes)
+    return merged == np.argmax(sizes)
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,7 +158,8 @@ def integrate_gradient(gradient, grid):
     Returns
     -------
     numpy.ndarray, shape grid.shape
-        Potential in kJ/mol on the largest connected region of known bins, NaN elsewhere.
+        Potential in kJ/mol on the largest connected region of known bins (connected across the
+        boundaries of periodic components), NaN elsewhere.
         1-D: cumulative trapezoid rule; 2-D: least-squares solution of ∇F = gradient over
         neighbouring pairs (periodic components wrap).
     """
