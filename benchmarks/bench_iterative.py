@@ -24,7 +24,7 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
 * eABF sampling: the eABF run of ``--steps`` steps along the previous CV (the same run
   again, minus the set-up), CZAR's final estimate included;
 * featurisation: the features of the stored frames;
-* weights: ``eabf_log_weights`` (CZAR free energy and histogram of the sampled CV) and the ESS;
+* weights: ``eabf_log_weights`` (the loop's default ABF estimate and histogram of the sampled CV) and the ESS;
 * training: a fresh autoencoder on the weighted frames;
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
 * kNN regscores of the same bootstrap CVs, what ``criterion="knn"`` scores them with instead;
@@ -143,7 +143,7 @@ def main():
     positions = eabf.results.samples.positions.values
     features, t_features = timed(loop._features, positions)
     start_weights = time.perf_counter()
-    log_w = eabf_log_weights(eabf)
+    log_w = eabf_log_weights(eabf, loop.weights)
     ess = _ess(log_w)
     t_weights = time.perf_counter() - start_weights
     cv1, t_train = timed(loop._train, features, log_w, 1)
