@@ -267,10 +267,11 @@ class IterativeCVLearning:
         seed 0), 7.5 ns per iteration instead of 3 crossed C7eq ↔ C7ax 45 times in iteration 1 but
         only 2-3 times in each of the four after, and the regscore went 0.84, 0.994, 0.878, 0.910,
         0.715: once the CV is trained on reweighted frames, where C7ax carries a few percent of the
-        weight, longer runs along it do not cross more often. 15 ns per iteration on a finer,
-        narrower grid (30 × 30 bins, ``grid_margin=0.2``, κ 100, seed 0) crossed 53, 152, 59 and
-        13 times; C7ax then held a steady 1.0-1.8 % of the weight, and the kNN regscore passed
-        0.99 at iterations 3 and 4 (0.993, 0.996) while the affine one stayed at 0.68-0.97.
+        weight, longer runs along it on that grid (15 × 15 bins, margin 0.5, κ 40) do not cross
+        more often. 15 ns per iteration on a finer, narrower grid (30 × 30 bins,
+        ``grid_margin=0.2``, κ 100, seed 0) crossed 53, 152, 59 and 13 times; C7ax then held a
+        steady 1.0-1.8 % of the weight, and the kNN regscore passed 0.99 at iterations 3 and 4
+        (0.993, 0.996) while the affine one stayed at 0.68-0.97.
     sample_frequency : int, default 50
         Steps between stored frames.
     max_iterations : int, default 10
