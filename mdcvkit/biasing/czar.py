@@ -110,7 +110,8 @@ def _largest_region(mask, periodic):
     for axis, wraps in enumerate(periodic):
         if wraps:
             first, last = np.take(labels, 0, axis=axis).ravel(), np.take(labels, -1, axis=axis).ravel()
-            for a, b in zip(first[(first > 0) & (last > 0)], last[(first > 0) & (last > 0)], strict=True):
+            both = (first > 0) & (last > 0)
+            for a, b in zip(first[both], last[both], strict=True):
                 root[find(a)] = find(b)
     merged = np.array([find(label) for label in range(n + 1)])[labels]
     sizes = np.bincount(merged.ravel(), minlength=n + 1)

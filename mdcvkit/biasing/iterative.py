@@ -108,6 +108,7 @@ def _cv_values(cv, positions):
         return cv(torch.as_tensor(positions, dtype=torch.float32)).double().numpy()
 
 
+#: free-energy estimates that eabf_log_weights can weight with
 ESTIMATORS = ("abf", "czar")
 
 
@@ -271,7 +272,7 @@ class IterativeCVLearning:
         more often. 15 ns per iteration on a finer, narrower grid (30 × 30 bins,
         ``grid_margin=0.2``, κ 100, seeds 0 and 2) crossed 13-160 times per iteration; C7ax then
         held a steady 1.0-2.5 % of the weight, and the kNN regscore passed 0.99 at iterations 3-4
-        (seed 0) and 2-4 (seed 2), while the affine one went 0.91, 0.75, 0.97, 0.68 and 0.36,
+        (seed 0) and 2-4 (seed 2), while the affine one went 0.91, 0.75, 0.97, 0.68 and 0.35,
         0.77, 0.989, 0.994.
     sample_frequency : int, default 50
         Steps between stored frames.
