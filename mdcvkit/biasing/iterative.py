@@ -274,9 +274,10 @@ class IterativeCVLearning:
         held a steady 1.0-2.5 % of the weight, and the kNN regscore passed 0.99 at iterations 3-4
         (seed 0) and 2-4 (seed 2), while the affine one went 0.91, 0.75, 0.97, 0.68 and 0.35,
         0.77, 0.989, 0.994. The same settings on backbone inputs fitted with Cβ (seed 0, 87 min)
-        crossed 6-103 times per iteration, with regscores 0.86, 0.97, 0.91, 0.90: each biased CV
-        held φ (affine R² 0.93 from the CV to φ on common frames) but ψ only through a curved map
-        (affine 0.36-0.55, kNN 0.70-0.95), a different one in each iteration.
+        crossed 6-103 times per iteration, with regscores 0.86, 0.97, 0.91, 0.90 (seed 3, κ 40:
+        0.86-0.88): each biased CV of seed 0 held φ (affine R² 0.93 from the CV to φ on common
+        frames) but ψ only through a curved map (affine 0.36-0.55, kNN 0.70-0.95), a different one
+        in each iteration.
     sample_frequency : int, default 50
         Steps between stored frames.
     max_iterations : int, default 10
