@@ -215,9 +215,8 @@ class AlignedPositions(Featurizer):
     blow-up, its last frames sat near φ = ±180°, ψ = −110°, the fit needed the reflected axis, the
     gap between the two smallest singular values had fallen to 0.2 Å² (median 1.3 Å² in C7eq), and
     the largest atomic gradient of the CV was 40-60 nm⁻¹, 3-4 times its largest on the frames it
-    was trained on. Body-frame coordinates
-    (:class:`FramePositions`) avoid the fit and are defined wherever the three frame atoms are
-    not collinear.
+    was trained on. Body-frame coordinates (:class:`FramePositions`) avoid the fit and are defined
+    wherever the three frame atoms are not collinear.
 
     References
     ----------
