@@ -30,6 +30,17 @@ def _paired(a, b):
     return x, y
 
 
+def _frame_weights(weights, n_frames):
+    """Frame weights normalised to sum 1; uniform when None."""
+    if weights is None:
+        return np.full(n_frames, 1.0 / n_frames)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(w) != n_frames or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError(f"weights must be {n_frames} finite non-negative values, not all zero "
+                         f"(got {len(w)} values); pass one weight per frame")  # fmt: skip
+    return w / w.sum()
+
+
 def regscore(a, b, weights=None):
     """R² of the best affine map from CV ``a`` to CV ``b`` (FEBILAE's convergence score).
 
@@ -56,10 +67,7 @@ def regscore(a, b, weights=None):
     Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
     """
     x, y = _paired(a, b)
-    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    if len(w) != len(x) or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
-        raise ValueError(f"weights must be {len(x)} finite non-negative values, not all zero")
-    w = w / w.sum()
+    w = _frame_weights(weights, len(x))
     design = np.hstack([x, np.ones((len(x), 1))])
     sw = np.sqrt(w)[:, None]
     coef, *_ = np.linalg.lstsq(design * sw, y * sw, rcond=None)
@@ -143,7 +151,7 @@ def unwrap_angles(angles, lower):
     return (angles - lower) % 360.0 + lower
 
 
-def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed=0):
+def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed=0, weights=None):
     """How well a CV determines other quantities: held-out R² of k-nearest-neighbour regression.
 
     A k-nearest-neighbour regressor from ``cv`` to ``targets`` is trained on
@@ -164,6 +172,10 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     n_neighbors : int, default 10
     test_fraction : float, default 0.3
     seed : int, default 0
+    weights : array_like, shape (n_frames,), optional
+        Frame weights (e.g. the Boltzmann weights of biased frames): each prediction is the
+        weighted mean of the neighbours' targets (their plain mean where all have zero weight),
+        and the held-out R² is weighted. Uniform when None.
 
     Returns
     -------
@@ -173,7 +185,7 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     """
     import xarray as xr
     from sklearn.metrics import r2_score
-    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.neighbors import NearestNeighbors
 
     from .training import validation_mask
 
@@ -186,10 +198,18 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     if lengths is not None and sum(lengths) != len(x):
         raise ValueError(f"lengths={list(lengths)} add up to {sum(lengths)} frames but cv has {len(x)}; pass the "
                          "frames of each trajectory, in order")
+    w = _frame_weights(weights, len(x))
     test = validation_mask([len(x)] if lengths is None else lengths, test_fraction, seed=seed)
-    model = KNeighborsRegressor(n_neighbors=n_neighbors).fit(x[~test], y[~test])
-    predicted = model.predict(x[test])
-    per_target = r2_score(y[test], predicted, multioutput="raw_values")
+    if not w[test].sum() > 0:
+        raise ValueError("weights are zero on every held-out frame; give weight to more frames or pass another seed")
+    # the weighted mean of each held-out frame's neighbours (the plain mean for uniform weights): an estimate
+    # of the target's expectation given the CV under the weighted density
+    neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(x[~test]).kneighbors(x[test], return_distance=False)
+    w_near = w[~test][neighbours]
+    total = w_near.sum(axis=1, keepdims=True)
+    w_near = np.where(total > 0, w_near / np.where(total > 0, total, 1.0), 1.0 / n_neighbors)
+    predicted = np.einsum("fk,fkt->ft", w_near, y[~test][neighbours])
+    per_target = r2_score(y[test], predicted, sample_weight=w[test], multioutput="raw_values")
     return xr.DataArray(
         float(per_target.mean()),
         attrs={
@@ -201,7 +221,7 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     )
 
 
-def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0):
+def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0, weights=None):
     """Whether two CVs are the same up to a smooth invertible map: :func:`knn_score` both ways, the lower.
 
     :func:`regscore` asks for an affine map between two CVs. A nonlinear autoencoder fixes its latent
@@ -224,6 +244,8 @@ def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0):
     n_neighbors : int, default 10
     seed : int, default 0
         Seed of the held-out blocks.
+    weights : array_like, shape (n_frames,), optional
+        Frame weights of the held-out R² (see :func:`knn_score`); uniform when None.
 
     Returns
     -------
@@ -232,6 +254,6 @@ def knn_regscore(a, b, lengths=None, n_neighbors=10, seed=0):
     """
     x, y = _paired(a, b)
     return min(
-        float(knn_score(x, y, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
-        float(knn_score(y, x, lengths=lengths, n_neighbors=n_neighbors, seed=seed)),
+        float(knn_score(x, y, lengths=lengths, n_neighbors=n_neighbors, seed=seed, weights=weights)),
+        float(knn_score(y, x, lengths=lengths, n_neighbors=n_neighbors, seed=seed, weights=weights)),
     )

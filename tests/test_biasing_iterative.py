@@ -40,12 +40,15 @@ def reweighted(toy, tmp_path_factory):
 def test_reweighted_loop_converges_to_x1(reweighted):
     """With reweighting the CV converges to x1 (FEBILAE's toy result).
 
-    Measured (seeds 0-9, each run starting where the previous one ended, patience 2): the unbiased CV
-    scores 0.01-0.10 against x1 (R²). Nine loops stop at iteration 3-4 with regscores ≥ 0.9999 and R²
-    1.0000 against x1; the tenth (seed 2) reached x1 at iteration 3 and left it at iteration 4 (R²
-    0.05), the last allowed. Seeds 0, 1 and 7 passed 0.99 at iteration 1 on a CV along x2 (R²
-    0.67-0.70), which patience=1 would have taken as converged. Seed 0 (this test): regscores
-    0.995, 0.008, 1.0000, 1.0000; R² 0.70 at iteration 1, then 1.0000; ESS 80 % of 20,000 frames.
+    Measured (seeds 0-9, these settings, each run starting where the previous one ended, patience 2): the
+    unbiased CV scores 0.01-0.10 against x1 (R²). Nine loops stop at iteration 3-4 with regscores ≥ 0.9957
+    and R² 1.0000 against x1; the tenth (seed 2) reaches x1 at iteration 3 (R² 1.0000) but passes 0.99 only
+    once before max_iterations. Seeds 0, 1, 5 and 7 pass 0.99 at iteration 1 on a CV along x2, which
+    patience=1 would take as converged: their R² against x1 is 0.02-0.07 under the training weights
+    (score_weights="training", the default) and 0.53-0.67 on the frames as sampled ("uniform"), which
+    climb out of the left well diagonally. The two scorings stop the ten loops at the same iterations.
+    Seed 0 (this test): regscores 0.9988, 0.2456, 1.0000, 1.0000; R² 0.03 at iteration 1, then 1.0000;
+    ESS 56-83 % of 20,000 frames.
     """
     it = reweighted.results.iterations
     assert reweighted.results.converged
@@ -216,9 +219,9 @@ def test_knn_criterion_converges_to_x1(toy):
     """criterion="knn" stops on the kNN regscore; on the toy it ends where the affine test does, at x1.
 
     Measured (min_score 0.99, seeds 0-2): the kNN criterion stops where the regscore one does, at
-    iteration 4 for seeds 0 and 1 (kNN regscores 0.996, -0.40, 1.0000, 0.9999 for seed 0) with R²
-    1.0000 against x1; seed 2 reached x1 at iteration 3 and left it at iteration 4, the last. The
-    bootstrap threshold gave the same stops."""
+    iteration 4 for seeds 0 and 1 (kNN regscores 0.9988, -0.15, 1.0000, 1.0000 for seed 0) with R²
+    1.0000 against x1; seed 2 reached x1 at iteration 3 and passed 0.99 only at iteration 4, the last.
+    The bootstrap threshold gave the same stops (measured with score_weights="uniform")."""
     loop = make(toy, criterion="knn").run()
     it = loop.results.iterations
     assert loop.results.converged
@@ -234,7 +237,7 @@ def test_criterion_must_be_known(toy):
 def test_state_file_of_another_layout_is_refused(toy, tmp_path):
     state = tmp_path / "state.pt"
     torch.save({"version": 1, "settings": {}, "records": []}, state)
-    with pytest.raises(ValueError, match=r"has layout 1, written by another mdcvkit version; this one reads layout 4"):
+    with pytest.raises(ValueError, match=r"has layout 1, written by another mdcvkit version; this one reads layout 5"):
         make(toy, state_file=state).run()
     torch.save([1, 2], state)
     with pytest.raises(ValueError, match=r"is not an IterativeCVLearning state"):
@@ -345,13 +348,15 @@ def test_alanine_dipeptide_loop_compiles_the_cv(alanine, features, tmp_path):
         featurizer = PairwiseDistances(len(alanine.heavy), alanine.pairs)
         assert featurizer.n_features == 25
     loop = alanine_loop(alanine, featurizer, hidden=(8,), steps_per_iteration=5000, max_iterations=1, n_bins=10,
-                        n_bootstrap=2, production_steps=2000, state_file=tmp_path / "ala.pt").run()  # fmt: skip
+                        n_bootstrap=2, production_steps=2000, score_weights="uniform",
+                        state_file=tmp_path / "ala.pt").run()  # fmt: skip
     results = loop.results
     it = results.iterations
     assert it.sizes["iteration"] == 2 and np.all(it.n_frames.values == 500)
     assert it.pmf.dims == ("iteration", "bin0", "bin1") and it.pmf.shape == (2, 10, 10)
     assert it.reference_score.attrs["long_name"] == "regscore of the reference against the CV"
-    # the reference score is regscore(ξ_i, (φ, ψ)) on the frames of iteration i (the state file keeps the last)
+    # the reference score is regscore(ξ_i, (φ, ψ)) on the frames of iteration i (the state file keeps the last),
+    # each frame as sampled (score_weights="uniform")
     last = torch.load(tmp_path / "ala.pt", weights_only=False)["positions"]
     with torch.no_grad():
         expected = regscore(results.cv(torch.as_tensor(last)).numpy(), alanine.reference(last))
@@ -461,7 +466,7 @@ def test_the_loop_stops_after_patience_passes_in_a_row(toy, patience, max_iterat
 def test_a_failed_pass_restarts_the_count(toy, monkeypatch):
     """The passes must be successive: a score below min_score in between starts the count again."""
     scores = iter([0.9, 0.1, 0.9, 0.9, 0.9])
-    monkeypatch.setitem(mk.biasing.iterative.CRITERIA, "regscore", lambda before, after: next(scores))
+    monkeypatch.setitem(mk.biasing.iterative.CRITERIA, "regscore", lambda before, after, weights: next(scores))
     loop = make(toy, steps_per_iteration=2_000, min_score=0.5, max_iterations=5, patience=2).run()
     it = loop.results.iterations
     np.testing.assert_allclose(it.regscore.values[1:], [0.9, 0.1, 0.9, 0.9])
@@ -513,3 +518,36 @@ def test_default_encoder_keeps_a_slope_beyond_its_training_frames(toy, activatio
     far = 10 * np.stack([np.cos(np.linspace(0, 2 * np.pi, 16)), np.sin(np.linspace(0, 2 * np.pi, 16))], axis=1)
     ratio = slope(far) / slope(frames[:200])
     assert (ratio > 0.2) == keeps_slope, ratio
+
+
+def test_scores_weight_the_frames_as_in_training(toy, tmp_path, monkeypatch):
+    """score_weights="training" scores each iteration under its training weights, "uniform" each frame as
+    sampled; the two runs draw the same frames and CVs, and differ in their scores only."""
+    import mdcvkit.biasing.iterative as iterative
+
+    captured = []
+    original = iterative.eabf_log_weights
+    monkeypatch.setattr(iterative, "eabf_log_weights", lambda eabf, estimator: captured.append(
+        original(eabf, estimator)) or captured[-1])  # fmt: skip
+    loops = {}
+    for how in ("training", "uniform"):
+        loops[how] = make(toy, steps_per_iteration=200_000, min_score=1.0, max_iterations=1, score_weights=how,
+                          ess_threshold=0, state_file=tmp_path / f"{how}.pt").run()  # fmt: skip
+    np.testing.assert_array_equal(captured[0], captured[1])
+    positions = torch.load(tmp_path / "training.pt", weights_only=False)["positions"]
+    cvs = [m(torch.as_tensor(positions)).double().detach().numpy() for m in loops["training"].results.models]
+    weights = np.exp(captured[0])
+    trained, uniform = loops["training"].results.iterations, loops["uniform"].results.iterations
+    assert float(trained.regscore[1]) == pytest.approx(regscore(cvs[0], cvs[1], weights=weights), rel=1e-9)
+    assert float(uniform.regscore[1]) == pytest.approx(regscore(cvs[0], cvs[1]), rel=1e-9)
+    with torch.no_grad():
+        x1 = toy.cv("x1")(torch.as_tensor(positions, dtype=torch.float64)).numpy()
+    assert float(trained.reference_score[1]) == pytest.approx(regscore(cvs[1], x1, weights=weights), rel=1e-9)
+    assert float(trained.regscore[1]) != pytest.approx(float(uniform.regscore[1]), abs=1e-6)
+    # the unbiased iteration has uniform weights either way
+    assert float(trained.reference_score[0]) == float(uniform.reference_score[0])
+
+
+def test_score_weights_must_be_known(toy):
+    with pytest.raises(ValueError, match=r"score_weights='boltzmann' must be one of \['training', 'uniform'\]"):
+        IterativeCVLearning(toy, score_weights="boltzmann")
