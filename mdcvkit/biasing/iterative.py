@@ -215,7 +215,8 @@ class IterativeCVLearning:
        estimate (``weights``) and ``h_i`` the histogram of the sampled ξ_{i-1}, normalised in log space
        (see :func:`eabf_log_weights` for the derivation); train a fresh autoencoder with those
        weights (multinomial minibatches, :class:`~mdcvkit.training.Trainer`); ξ_i is its encoder;
-       ``regscore(ξ_{i-1}, ξ_i)`` and ``knn_regscore(ξ_{i-1}, ξ_i)`` on the frames of iteration i.
+       ``regscore(ξ_{i-1}, ξ_i)`` and ``knn_regscore(ξ_{i-1}, ξ_i)`` on the frames of iteration i,
+       under its training weights (``score_weights``).
     3. Stop when the score of ``criterion`` has reached ``min_score`` in ``patience`` successive
        iterations, or after ``max_iterations`` biased iterations; then, if ``production_steps``, a
        production eABF run along the last CV.
@@ -288,7 +289,8 @@ class IterativeCVLearning:
         Score (of ``criterion``) between successive CVs at which the loop stops (``patience`` times
         in a row); default the bootstrap threshold of each iteration
         (:func:`mdcvkit.metrics.regscore_threshold`: ``n_bootstrap`` CVs trained on 10 % of the
-        frames that carry weight, 5th percentile of their scores against the CV trained on all).
+        frames that carry weight, 5th percentile of their scores against the CV trained on all,
+        scored as ``score_weights`` says).
         Successive CVs agree whenever their frames cover the same region, so a high regscore
         measures stability, not discovery: on vacuum alanine dipeptide from C7eq with 1 ns runs,
         both the bootstrap threshold (0.96-0.98) and 0.99 were passed after the first biased
@@ -421,8 +423,13 @@ class IterativeCVLearning:
         ``min_score=0.99``, seeds 0-9) both stopped the ten loops at the same iterations, nine on x1;
         the four loops whose first eABF run hardly left the left well passed 0.99 at iteration 1 on a
         CV along x2, which scored 0.02-0.07 against x1 under the training weights but 0.53-0.67
-        uniformly, on frames that climb out of the well diagonally. The scores quoted for the other
-        parameters were measured with "uniform" unless stated.
+        uniformly, on frames that climb out of the well diagonally. On vacuum alanine dipeptide
+        (backbone inputs fitted with Cβ, 15 ns iterations; the two loops of ``steps_per_iteration``
+        replayed), C7ax held 1.3-7.6 % of the training weight; under it the regscores were 0.66,
+        0.988, 0.993, 0.975 (seed 0) and 0.75, 0.9899, 0.934, 0.986 (seed 3), against 0.86-0.97
+        uniformly; the kNN regscores of seed 0 were 0.9990-0.9996 at iterations 2-4; and the biased
+        CVs scored 0.91-0.98 against (φ, ψ) on their own frames, against 0.67-0.96 uniformly. The
+        scores quoted for the other parameters were measured with "uniform" unless stated.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
