@@ -41,6 +41,14 @@ def _frame_weights(weights, n_frames):
     return w / w.sum()
 
 
+def _affine_map(x, y, w):
+    """``W, c`` of the affine fit ``y ≈ x W + c`` by least squares weighted by ``w``."""
+    design = np.hstack([x, np.ones((len(x), 1))])
+    sw = np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(design * sw, y * sw, rcond=None)
+    return coef[:-1], coef[-1]
+
+
 def regscore(a, b, weights=None):
     """R² of the best affine map from CV ``a`` to CV ``b`` (FEBILAE's convergence score).
 
@@ -68,10 +76,8 @@ def regscore(a, b, weights=None):
     """
     x, y = _paired(a, b)
     w = _frame_weights(weights, len(x))
-    design = np.hstack([x, np.ones((len(x), 1))])
-    sw = np.sqrt(w)[:, None]
-    coef, *_ = np.linalg.lstsq(design * sw, y * sw, rcond=None)
-    residual = (w[:, None] * (y - design @ coef) ** 2).sum(0)
+    weight, shift = _affine_map(x, y, w)
+    residual = (w[:, None] * (y - x @ weight - shift) ** 2).sum(0)
     total = (w[:, None] * (y - (w[:, None] * y).sum(0)) ** 2).sum(0)
     scores = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), (residual <= 1e-12).astype(float))
     return float(scores.mean())
