@@ -25,7 +25,7 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
   again, minus the set-up), CZAR's final estimate included;
 * featurisation: the features of the stored frames;
 * weights: ``eabf_log_weights`` (the loop's default ABF estimate and histogram of the sampled CV) and the ESS;
-* training: a fresh autoencoder on the weighted frames;
+* training: a fresh autoencoder on the weighted frames (``--n-models``: that many, averaged);
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
 * kNN regscores of the same bootstrap CVs, what ``criterion="knn"`` scores them with instead;
 * bookkeeping: regscore and kNN regscore against the previous CV, the score against (φ, ψ), the
@@ -36,7 +36,8 @@ the unbiased step, the compiled expression route (body-frame coordinates as abov
 distances between heavy atoms three or more bonds apart) and the Python route (Kabsch-aligned
 heavy-atom coordinates, 30-40-2, PythonForce evaluating the CV's NumPy twin each step, and the same
 CV through a torch forward and backward pass, what any other CV module costs), each as a harmonic
-bias on a freshly initialised CV.
+bias on a freshly initialised CV; and the body-frame and NumPy-twin routes again with four times
+the hidden units, the size of the average ``n_models=4`` trains.
 
 Timings depend on the machine and its load; compare stages from the same run.
 """
@@ -107,6 +108,8 @@ def main():
     parser.add_argument("--route-steps", type=int, default=3000, help="steps per route timing (default 3000)")
     parser.add_argument("--features", choices=("frame", "aligned"), default="frame",
                         help="inputs of the autoencoder (default frame, as tutorial 05)")
+    parser.add_argument("--n-models", type=int, default=1,
+                        help="autoencoders averaged per training (IterativeCVLearning n_models, default 1)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args()
     steps, route_steps = (5000, 300) if args.quick else (args.steps, args.route_steps)
@@ -119,14 +122,14 @@ def main():
                                integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004), n_cv=2, hidden=hidden,
                                steps_per_iteration=steps,
                                sample_frequency=args.sample_frequency, n_bins=15, grid_margin=0.5, kappa=40.0,
-                               full_samples=20, reference=phi_psi,
+                               full_samples=20, reference=phi_psi, n_models=args.n_models,
                                trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip
     print(f"# bench_iterative: OpenMM {openmm.__version__}, torch {torch.__version__}, "
           f"{platform.node()} {platform.processor() or ''}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     kind = {"aligned": "Kabsch-aligned", "frame": "body-frame"}[args.features]
     print(f"# vacuum alanine dipeptide, {featurizer.n_features} {kind} coordinates, {featurizer.n_features}-"
           f"{'-'.join(map(str, hidden))}-2 encoder, {steps:,} steps ({steps * 0.004:g} ps) per iteration, "
-          f"a frame every {args.sample_frequency} steps")  # fmt: skip
+          f"a frame every {args.sample_frequency} steps, n_models={args.n_models}")  # fmt: skip
 
     # iteration 0, for reference
     (positions0, last0), t_unbiased = timed(loop._sample_unbiased, 0)
@@ -190,6 +193,9 @@ def main():
     torch.manual_seed(0)
     frame_ae = AutoEncoder(frames.n_features, 2, hidden=hidden)
     frame_cv = _ScaledCV(frames, frame_ae, np.zeros(2), np.ones(2)).descriptor_cv()
+    # an average of four autoencoders (n_models=4) is one encoder with four times the hidden units
+    wide = [h * 4 for h in hidden]
+    frame_wide = _ScaledCV(frames, AutoEncoder(frames.n_features, 2, hidden=wide), np.zeros(2), np.ones(2))
     distances = PairwiseDistances(len(heavy), pairs)
     distance_ae = AutoEncoder(distances.n_features, 2, hidden=hidden)
     distance_cv = _ScaledCV(distances, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
@@ -199,13 +205,18 @@ def main():
     frame = per_step(system, start / 10, route_steps * 10, frame_cv, heavy, "expression")
     expression = per_step(system, start / 10, route_steps * 10, distance_cv, heavy, "expression")
     python = per_step(system, start / 10, route_steps, aligned_cv, heavy, "python")
+    frame4 = per_step(system, start / 10, route_steps * 10, frame_wide.descriptor_cv(), heavy, "expression")
+    aligned_wide = CollectiveVariable(aligned, AutoEncoder(aligned.n_features, 2, hidden=wide)).eval()
+    python4 = per_step(system, start / 10, route_steps, aligned_wide, heavy, "python")
     # wrapped, the CV is no longer one numpy_twin covers: torch evaluates it, as it would any module
     python_torch = per_step(system, start / 10, route_steps, torch.nn.Sequential(aligned_cv), heavy, "python")
     table = [("run (Reference platform, 4 fs)", "ms/step", "ratio to unbiased")]
     for name, t in (("unbiased", base), ("expression route: body-frame coordinates -> MLP", frame),
                     ("expression route: distances -> MLP", expression),
                     ("python route: aligned coordinates -> MLP (NumPy twin)", python),
-                    ("python route: aligned coordinates -> MLP (torch)", python_torch)):  # fmt: skip
+                    ("python route: aligned coordinates -> MLP (torch)", python_torch),
+                    ("expression route: body-frame coordinates -> 4x wider MLP (n_models=4)", frame4),
+                    ("python route: aligned coordinates -> 4x wider MLP (NumPy, n_models=4)", python4)):  # fmt: skip
         table.append((name, f"{t * 1e3:.4f}", f"{t / base:.1f}"))
     print()
     print_table(table)
