@@ -10,7 +10,7 @@ import xarray as xr
 import mdcvkit as mk
 from mdcvkit import systems
 from mdcvkit.biasing import ExtendedABF, IterativeCVLearning
-from mdcvkit.biasing.iterative import _averaged_autoencoder, _iteration_seed, eabf_log_weights
+from mdcvkit.biasing.iterative import STATE_VERSION, _averaged_autoencoder, _iteration_seed, eabf_log_weights
 from mdcvkit.features import AlignedPositions, PairwiseDistances, Positions, dihedral_angles
 from mdcvkit.metrics import regscore, unwrap_angles
 from mdcvkit.models import AutoEncoder
@@ -238,7 +238,8 @@ def test_criterion_must_be_known(toy):
 def test_state_file_of_another_layout_is_refused(toy, tmp_path):
     state = tmp_path / "state.pt"
     torch.save({"version": 1, "settings": {}, "records": []}, state)
-    with pytest.raises(ValueError, match=r"has layout 1, written by another mdcvkit version; this one reads layout 5"):
+    with pytest.raises(ValueError, match=rf"has layout 1, written by another mdcvkit version; this one reads layout "
+                                         rf"{STATE_VERSION}"):
         make(toy, state_file=state).run()
     torch.save([1, 2], state)
     with pytest.raises(ValueError, match=r"is not an IterativeCVLearning state"):
