@@ -1,5 +1,8 @@
-"""Every notebook in tutorials/ runs top to bottom, with the short settings of MDCVKIT_TUTORIAL_QUICK=1."""
+"""Every notebook in tutorials/ runs top to bottom, with the short settings of MDCVKIT_TUTORIAL_QUICK=1; so do
+the tutorials' scripts, with --quick."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -18,3 +21,15 @@ def test_tutorial_runs(path, monkeypatch, tmp_path):
     NotebookClient(notebook, timeout=900, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+
+
+def test_febilae_alanine_script_runs(tmp_path):
+    """The script behind tutorial 05's n_models loops runs its smoke settings and prints its tables."""
+    script = Path(__file__).resolve().parents[1] / "tutorials" / "febilae_alanine.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--max-iterations", "1", "--out",
+                           str(tmp_path / "loop")], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = done.stdout.split("ESS (frames)\n")[1].splitlines()
+    assert [row.split()[0] for row in rows[:2]] == ["0", "1"]
+    assert "production:" in rows[2] and "frames in C7ax" in rows[2]
+    assert list(tmp_path.glob("loop_s0_k100_n4.state"))
