@@ -512,7 +512,12 @@ class IterativeCVLearning:
         2.0 % and 3.1 % of the weight; with iteration 3's basin weights set to iteration 4's, the
         averages agreed to 0.993-0.994). Rerun with ``n_models=4`` (``min_score=0.99``), the seed-0
         loop scored 0.841, 0.9974, 0.9942 and converged at iteration 3, its CVs at 0.97-0.98 against
-        (φ, ψ); seed 3 (κ 40) scored 0.747, 0.983, 0.973 by iteration 3.
+        (φ, ψ); seed 3 (κ 40) scored 0.747, 0.983, 0.973 by iteration 3. The wider encoder is cheap on
+        the Python route (aligned positions, 30-160-2 against 30-40-2: 0.30-0.32 ms per step either
+        way on vacuum alanine), but OpenMM compiles the
+        expression route's much more slowly: with body-frame inputs the eABF set-up of a 21-160-2
+        encoder had not finished after 24 min, where the 21-40-2 one took 2 min (both on two busy cores,
+        ``benchmarks/bench_iterative.py --n-models``); there, keep ``n_models=1``.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
