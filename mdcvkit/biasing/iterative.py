@@ -198,14 +198,13 @@ def eabf_log_weights(eabf, estimator="czar"):
 def _averaged_autoencoder(members, features, activation, log_w=None):
     """One autoencoder whose CV is the mean of the members' CVs, each first mapped onto the first member's.
 
-    Autoencoders trained on the same frames from different initial weights find CVs that differ by more
-    than an affine map, and their differences are random. Each member's CV is mapped onto the first
-    member's by the affine fit weighted as in training (``log_w``, uniform when None), and the mapped CVs
-    are averaged; a warning says when a member maps onto the first with R² below ``MIN_AGREEMENT``, as
-    members that found different CVs (e.g. folded differently) average into neither. The average is
-    computed exactly by one wider feed-forward encoder: the members' hidden
-    layers side by side (block-diagonal weights), the last layer holding the affine maps. The decoder is the
-    first member's, whose CV the average is mapped onto.
+    Autoencoders trained on the same frames from different initial weights find CVs that differ by more than an
+    affine map, and their differences are random. Each member's CV is mapped onto the first member's by the
+    affine fit weighted as in training (``log_w``, uniform when None), and the mapped CVs are averaged; a
+    warning says when a member maps onto the first with R² below ``MIN_AGREEMENT``, as members that found
+    different CVs (e.g. folded differently) average into neither. The average is computed exactly by one wider
+    feed-forward encoder: the members' hidden layers side by side (block-diagonal weights), the last layer
+    holding the affine maps. The decoder is the first member's, whose CV the average is mapped onto.
 
     Parameters
     ----------
@@ -247,11 +246,11 @@ def _averaged_autoencoder(members, features, activation, log_w=None):
             layer.weight.copy_(torch.cat(weights) if depth == 0 else torch.block_diag(*weights))
             layer.bias.copy_(torch.cat([m.bias for m in group]))
         # the mean over members k of (W_k h_k + b_k) A_k + c_k, with h_k member k's last hidden layer
-        maps = [(torch.as_tensor(a.T, dtype=torch.float32), torch.as_tensor(c, dtype=torch.float32)) for a, c in maps]
-        parts = [a @ m.weight for (a, _), m in zip(maps, layers[-1], strict=True)]
+        affine = [(torch.as_tensor(a.T, dtype=torch.float32), torch.as_tensor(c, dtype=torch.float32)) for a, c in maps]
+        parts = [a @ m.weight for (a, _), m in zip(affine, layers[-1], strict=True)]
         # side by side after hidden layers; summed when the encoder is linear and reads the features itself
         merged[-1].weight.copy_((torch.cat(parts, dim=1) if len(merged) > 1 else sum(parts)) / len(members))
-        merged[-1].bias.copy_(sum(a @ m.bias + c for (a, c), m in zip(maps, layers[-1], strict=True)) / len(members))
+        merged[-1].bias.copy_(sum(a @ m.bias + c for (a, c), m in zip(affine, layers[-1], strict=True)) / len(members))
     return averaged.eval()
 
 
@@ -499,25 +498,24 @@ class IterativeCVLearning:
         Autoencoders trained per iteration (and per bootstrap sub-sample), from different initial
         weights. With more than one, the iteration's CV is their average: each member's CV is mapped
         onto the first member's by the affine fit weighted as in training, and the mapped CVs are
-        averaged, computed exactly by one wider encoder (the members side by side; the decoder is
-        the first member's). A warning says when a member maps onto the first with R² below 0.8.
-        Training takes ``n_models`` times as long. Autoencoders trained on identical frames from
-        different initial weights find CVs that differ by more than an affine map, and regscore
-        counts those random differences as a change of CV; the average removes most of them. On
-        vacuum alanine dipeptide (iteration 4 of the seed-0 loop of ``score_weights``, weighted
-        scores) single autoencoders trained on the same frames agreed to 0.979-0.998 (28 pairs),
-        averages of four to 0.999, and averages of four trained on the two halves of the frames to
-        0.999. Between iterations 3 and 4, averages of four agreed to 0.987-0.991 (single pairs
-        0.969-0.997): what remains is the iterations' different free-energy estimates (φ > 0 held
-        2.0 % and 3.1 % of the weight; with iteration 3's basin weights set to iteration 4's, the
-        averages agreed to 0.993-0.994). Rerun with ``n_models=4`` (``min_score=0.99``), the seed-0
-        loop scored 0.841, 0.9974, 0.9942 and converged at iteration 3, its CVs at 0.97-0.98 against
-        (φ, ψ); seed 3 (κ 40) scored 0.747, 0.983, 0.973 by iteration 3. The wider encoder is cheap on
-        the Python route (aligned positions, 30-160-2 against 30-40-2: 0.30-0.32 ms per step either
-        way on vacuum alanine), but OpenMM compiles the
-        expression route's much more slowly: with body-frame inputs the eABF set-up of a 21-160-2
-        encoder had not finished after 24 min, where the 21-40-2 one took 2 min (both on two busy cores,
-        ``benchmarks/bench_iterative.py --n-models``); there, keep ``n_models=1``.
+        averaged, computed exactly by one wider encoder (the members side by side; the decoder is the
+        first member's). A warning says when a member maps onto the first with R² below 0.8. Training
+        takes ``n_models`` times as long. Autoencoders trained on identical frames from different
+        initial weights find CVs that differ by more than an affine map, and regscore counts those
+        random differences as a change of CV; the average removes most of them. On vacuum alanine
+        dipeptide (iteration 4 of the seed-0 loop of ``score_weights``, weighted scores) single
+        autoencoders trained on the same frames agreed to 0.979-0.998 (28 pairs), averages of four to
+        0.999, and averages of four trained on the two halves of the frames to 0.999. Between iterations
+        3 and 4, averages of four agreed to 0.987-0.991 (single pairs 0.969-0.997): what remains is the
+        iterations' different free-energy estimates (φ > 0 held 2.0 % and 3.1 % of the weight; with
+        iteration 3's basin weights set to iteration 4's, the averages agreed to 0.993-0.994). Rerun
+        with ``n_models=4`` (``min_score=0.99``), the seed-0 loop scored 0.841, 0.9974, 0.9942 and
+        converged at iteration 3, its CVs at 0.97-0.98 against (φ, ψ); seed 3 (κ 40) scored 0.747,
+        0.983, 0.973 by iteration 3. The wider encoder is cheap on the Python route (aligned positions,
+        30-160-2 against 30-40-2: 0.30-0.32 ms per step either way on vacuum alanine), but OpenMM
+        compiles the expression route's much more slowly: with body-frame inputs the eABF set-up of a
+        21-160-2 encoder had not finished after 24 min, where the 21-40-2 one took 2 min (both on two
+        busy cores, ``benchmarks/bench_iterative.py --n-models``); there, keep ``n_models=1``.
     state_file : str or path-like, optional
         Written (atomically) after every iteration; an existing one with the same settings is
         resumed. It holds pickled modules: load only files you wrote.
