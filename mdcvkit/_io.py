@@ -1,13 +1,19 @@
-"""Writing files: atomically (a temporary name in the same folder, then a rename), and TorchScript."""
+"""Files: written atomically (a temporary name in the same folder, fsync, then a rename), read with
+errors that name the file and what it should have been, and TorchScript."""
 
 import os
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["as_path", "atomic_path", "trace_torchscript"]
+__all__ = ["as_path", "atomic_path", "load_torch", "trace_torchscript"]
+
+#: Called with the temporary path after it is written and before it is renamed; tests set it to pause
+#: (or kill) a writer in the middle of a save. Not public API.
+_before_rename = None
 
 
 def as_path(value, name="path"):
@@ -46,13 +52,92 @@ def atomic_path(path):
             f"cannot write '{path}': the folder '{path.parent}' does not exist; create it first "
             f"(Path('{path.parent}').mkdir(parents=True)) or write into an existing folder"
         )
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    # the process id keeps two writers apart; the suffix stays last for writers that add one (savefig, numpy)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
+        _fsync(tmp)
+        if _before_rename is not None:
+            _before_rename(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)  # the rename itself reaches the disk
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync(path):
+    """Flush a written file (or a folder's entries) to the disk; folders that cannot be opened are skipped."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder on a platform without O_RDONLY folders (Windows)
+        if Path(path).is_dir():
+            return
+        raise
+    try:
+        os.fsync(handle)
+    except OSError:  # some file systems refuse fsync on folders
+        if not Path(path).is_dir():
+            raise
+    finally:
+        os.close(handle)
+
+
+def _describe(path):
+    """What is at ``path`` when it is not the file expected: a folder, empty, text, or unknown bytes."""
+    if path.is_dir():
+        return "a folder"
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        return f"a truncated or damaged torch file of {size} bytes"
+    try:
+        head.decode("utf-8")
+        return f"a text file of {size} bytes starting {head[:40].decode('utf-8', 'replace')!r}"
+    except UnicodeDecodeError:
+        return f"a file of {size} bytes that is not a torch file (it starts {head[:8]!r})"
+
+
+def load_torch(path, what, name="path", weights_only=True):
+    """``torch.load`` of a file written by ``torch.save``, with errors that name the file and what it should be.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    what : str
+        What the file should hold, for the messages (e.g. "a CV saved by AutoencoderCV.save").
+    name : str, default "path"
+        The argument that gave ``path``.
+    weights_only : bool, default True
+        Passed to :func:`torch.load`; False unpickles arbitrary objects (only for files this package wrote).
+
+    Returns
+    -------
+    object
+        What the file holds, its tensors on the CPU.
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing is at ``path``.
+    ValueError
+        When ``path`` is a folder, empty, text, truncated or another kind of file.
+    """
+    path = as_path(path, name)
+    if not path.exists():
+        raise FileNotFoundError(f"{name}={str(path)!r}: no such file; expected {what}; check the path")
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        raise ValueError(f"{name}={str(path)!r} is {_describe(path)}, not {what}; pass the file that was written "
+                         "for it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # torch raises RuntimeError, pickle and zip errors for damaged files
+        raise ValueError(f"{name}={str(path)!r} cannot be read as {what} ({type(err).__name__}: {err}); it is "
+                         "truncated or damaged: write it again") from err
 
 
 class _ShapeGuard(torch.nn.Module):

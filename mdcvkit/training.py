@@ -12,8 +12,8 @@ loss term, the validation loss and the input normalisation statistics.
 """
 
 import copy
-import hashlib
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +22,9 @@ import xarray as xr
 from scipy.special import logsumexp
 from tqdm import tqdm
 
-from ._checks import check_int, check_seed
-from ._io import as_path, atomic_path
+from ._checks import check_int, check_number, check_seed, is_int
+from ._io import as_path, atomic_path, load_torch
+from ._params import check_fingerprint, data_digest, get_params
 
 __all__ = [
     "weighted_mean",
@@ -33,12 +34,23 @@ __all__ = [
     "lagged_pairs",
     "Trainer",
     "TrainingResult",
+    "ConvergenceWarning",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Fewest frames a model is trained on.
 MIN_FRAMES = 10
+
+#: Version of the checkpoint layout written by :class:`Trainer`.
+CHECKPOINT_VERSION = 2
+
+#: A best validation loss this many times (the larger of 1 and) the untrained loss above it means divergence.
+DIVERGENCE_FACTOR = 10.0
+
+
+class ConvergenceWarning(UserWarning):
+    """Training ended without converging: it diverged, or stopped at ``max_epochs`` while still improving."""
 
 
 def weighted_mean(values, weights=None):
@@ -83,7 +95,14 @@ def normalize_weights(n_frames, weights=None, log_weights=None):
     if weights is None and log_weights is None:
         return None
     name, given = ("weights", weights) if weights is not None else ("log_weights", log_weights)
-    values = np.asarray(given, dtype=np.float64).reshape(-1)
+    try:
+        values = np.asarray(given, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be an array of numbers, one per analysed frame; got "
+                         f"{type(given).__name__}") from err
+    if values.ndim != 1:
+        raise ValueError(f"{name} has shape {values.shape}, but one value per frame is needed, shape ({n_frames},); "
+                         "pass a 1-D array (flatten it only if that is what you mean)")
     if len(values) != n_frames:
         raise ValueError(
             f"{name} has length {len(values)} but there are {n_frames} frames; pass one value per "
@@ -268,10 +287,12 @@ class Trainer:
         for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
                             ("n_blocks", n_blocks), ("checkpoint_every", checkpoint_every)):
             check_int(value, name)
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate={learning_rate!r} must be positive, e.g. 1e-3")
-        if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1); e.g. 0.2")
+        if isinstance(learning_rate, (str, bytes, bool)):
+            raise TypeError(f"learning_rate={learning_rate!r} must be a number, e.g. learning_rate=1e-3")
+        check_number("learning_rate", learning_rate, strict=True, example="1e-3")
+        if isinstance(validation_fraction, (str, bytes, bool)) or not 0 <= check_number(
+                "validation_fraction", validation_fraction, example="0.2") < 1:
+            raise ValueError(f"validation_fraction={validation_fraction!r} must be in [0, 1); e.g. 0.2")
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -315,20 +336,32 @@ class Trainer:
         TrainingResult
         """
         device = resolve_device(self.device)
-        data = torch.as_tensor(features)
+        try:
+            data = torch.as_tensor(features) if isinstance(features, torch.Tensor) else torch.as_tensor(
+                np.asarray(features))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"features must be a numeric array of shape (n_frames, n_features), not "
+                            f"{type(features).__name__} ({err})") from err
         if data.ndim != 2 or data.shape[1] != model.n_features:
             raise ValueError(
                 f"features have shape {tuple(data.shape)} but the model expects (n_frames, "
                 f"{model.n_features}); build the model for these features"
             )
         n_frames = data.shape[0]
+        check_int(lag, "lag", 0, "pass the lag in frames, e.g. lag=10")
+        if lengths is not None and (isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__iter__")
+                                    or not all(is_int(n) for n in lengths)):
+            raise ValueError(f"lengths={lengths!r} must be a list of frame counts, one per trajectory, summing "
+                             f"to n_frames={n_frames}")
         lengths = [n_frames] if lengths is None else [int(n) for n in lengths]
-        if sum(lengths) != n_frames or min(lengths) < 1:
+        if not lengths or sum(lengths) != n_frames or min(lengths) < 1:
             raise ValueError(f"lengths={lengths} must be positive and sum to n_frames={n_frames}")
         if n_frames < MIN_FRAMES:
             raise ValueError(
                 f"only {n_frames} frames to train on; at least {MIN_FRAMES} are needed: run over more frames"
             )
+        if data.is_complex() or data.dtype == torch.bool:
+            raise TypeError(f"features have dtype {data.dtype}; pass real numbers (float32 or float64)")
         if not torch.isfinite(data).all():
             raise ValueError("features hold NaN or infinite values; check the input coordinates")
         p = normalize_weights(n_frames, weights, log_weights)
@@ -363,49 +396,83 @@ class Trainer:
         val_w = None if w is None else w[val_idx[0]].to(device)
         model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
 
-        key = self._fingerprint(model, data, p, lengths, lag)
+        key = self._fingerprint(model, data, p, lengths, lag, device)
         threads = torch.get_num_threads()
         torch.set_num_threads(self._threads(model))
         try:
-            records, best = self._train(model, data, train_idx, train_w, val_idx, val_w, generator, device, key)
+            records, best, initial, stopped = self._train(model, data, train_idx, train_w, val_idx, val_w,
+                                                          generator, device, key)
         finally:
             torch.set_num_threads(threads)
+        self._warn_convergence(records, best, initial, stopped)
         model.load_state_dict(best[2])
         model.eval()
         history = xr.Dataset(
             {name: ("epoch", [r[name] for r in records]) for name in records[0]},
             coords={"epoch": np.arange(len(records))},
-            attrs={"long_name": "loss", "best_epoch": best[1]},
+            attrs={"long_name": "loss", "best_epoch": best[1], "initial_loss": initial,
+                   "converged": int(stopped)},
         )
         return TrainingResult(model=model, history=history, validation=val_mask, best_epoch=best[1])
 
-    def _fingerprint(self, model, data, p, lengths, lag):
-        """What a checkpoint must have been written for: model layout, data, weights and settings."""
+    def _warn_convergence(self, records, best, initial, stopped):
+        """Warn when training diverged, or ran out of epochs while the validation loss still fell."""
+        if best[0] > initial + DIVERGENCE_FACTOR * max(1.0, abs(initial)):
+            warnings.warn(
+                f"training diverged: the best validation loss {best[0]:.4g} is far above the loss before "
+                f"training ({initial:.4g}); lower learning_rate (now {self.learning_rate:g}), e.g. to "
+                f"{self.learning_rate / 100:g}", ConvergenceWarning, stacklevel=3)
+        elif not stopped:
+            warnings.warn(
+                f"training stopped at max_epochs={self.max_epochs} before converging: the validation loss still "
+                f"fell within the last patience={self.patience} epochs (best epoch {best[1]} of {len(records)}); "
+                "raise max_epochs (a checkpoint resumes where this run ended)", ConvergenceWarning, stacklevel=3)
+
+    #: Trainer settings that do not change the fitted model, left out of checkpoint fingerprints
+    #: (``device`` enters as the resolved device type, so "auto" and "cpu" on a CPU machine agree).
+    _NOT_FINGERPRINTED = ("max_epochs", "verbose", "checkpoint", "checkpoint_every", "n_threads", "device")
+
+    def _fingerprint(self, model, data, p, lengths, lag, device):
+        """What a checkpoint must have been written for: the model and its settings, the trainer, the data.
+
+        Model and trainer settings are read back from their ``__init__`` signatures
+        (:func:`mdcvkit._params.get_params`), so a setting added later is fingerprinted without a list
+        kept by hand.
+        """
         if self.checkpoint is None:
             return None
-        digest = hashlib.sha256(data.detach().cpu().numpy().tobytes())
-        if p is not None:
-            digest.update(p.tobytes())
-        layout = [(name, tuple(value.shape)) for name, value in model.state_dict().items()]
-        return {"model": type(model).__name__, "layout": layout, "data": digest.hexdigest(),
-                "lengths": list(lengths), "lag": int(lag), "seed": self.seed, "batch_size": self.batch_size,
-                "learning_rate": self.learning_rate, "patience": self.patience,
-                "validation_fraction": self.validation_fraction, "n_blocks": self.n_blocks}
+        trainer = get_params(self, exclude=self._NOT_FINGERPRINTED)
+        trainer["device"] = device.type
+        return {"model": {"kind": f"{type(model).__module__}.{type(model).__qualname__}", **get_params(model)},
+                "trainer": trainer,
+                "data": {"features": data_digest(data), "shape": list(data.shape), "weights": data_digest(p),
+                         "lengths": list(lengths), "lag": int(lag)}}
+
+    _STATE_KEYS = ("fingerprint", "epoch", "model", "optimizer", "generator", "torch_rng", "records", "best",
+                   "done", "initial")
 
     def _resume(self, key, model, optimizer, generator, device):
-        """Load the checkpoint into model, optimizer and generators; return (next epoch, records, best, done)."""
+        """Load the checkpoint into model, optimizer and generators.
+
+        Returns (next epoch, records, best, done, initial loss or None).
+        """
         if self.checkpoint is None or not self.checkpoint.exists():
-            return 0, [], (np.inf, -1, None), False
-        try:
-            state = torch.load(self.checkpoint, map_location=device, weights_only=False)
-        except Exception as err:  # torch raises several kinds for corrupt or foreign files
-            raise ValueError(f"checkpoint={str(self.checkpoint)!r} is not a training checkpoint ({err}); "
-                             "delete it or pass another path") from err
-        if not isinstance(state, dict) or state.get("key") != key:
+            return 0, [], (np.inf, -1, None), False, None
+        what = "a training checkpoint written by mdcvkit's Trainer"
+        state = load_torch(self.checkpoint, what, name="checkpoint", weights_only=False)
+        if not isinstance(state, dict) or state.get("kind") != "mdcvkit.Trainer.checkpoint":
+            old = isinstance(state, dict) and "key" in state
             raise ValueError(
-                f"checkpoint={str(self.checkpoint)!r} was written for another model, other features or other "
-                "settings; delete it to start afresh or pass another path"
-            )
+                f"checkpoint={str(self.checkpoint)!r} is not {what}"
+                + (" (it was written by an older mdcvkit, without a fingerprint)" if old else "")
+                + "; delete it to start afresh or pass another path")
+        missing = [k for k in self._STATE_KEYS if k not in state]
+        if missing or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint={str(self.checkpoint)!r} has layout version {state.get('version')!r} (this mdcvkit "
+                f"writes {CHECKPOINT_VERSION}){', and lacks ' + ', '.join(missing) if missing else ''}; delete it "
+                "to start afresh")
+        check_fingerprint(state["fingerprint"], key, self.checkpoint, "checkpoint")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -414,25 +481,35 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         best = (state["best"][0], state["best"][1], state["best"][2])
         logger.info("resumed training from %s after epoch %d", self.checkpoint, state["epoch"])
-        return state["epoch"] + 1, state["records"], best, state["done"]
+        return state["epoch"] + 1, state["records"], best, state["done"], state["initial"]
 
-    def _save(self, key, epoch, model, optimizer, generator, records, best, done, device):
-        state = {"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    def _save(self, key, epoch, model, optimizer, generator, records, best, done, initial, device):
+        state = {"kind": "mdcvkit.Trainer.checkpoint", "version": CHECKPOINT_VERSION, "fingerprint": key,
+                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                 "records": records, "best": best, "done": done}
+                 "records": records, "best": best, "done": done, "initial": initial}
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
     def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device, key=None):
-        """The epoch loop; returns the per-epoch records and (best loss, best epoch, best state)."""
+        """The epoch loop.
+
+        Returns the per-epoch records, (best loss, best epoch, best state), the loss before training and
+        whether early stopping ended it.
+        """
         n_train, n_val = len(train_idx[0]), len(val_idx[0])
         source, target = train_idx[0].to(device), train_idx[1].to(device)
         same = torch.equal(source, target)  # lag 0: the target is the input
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate, fused=True)
-        first, records, best, done = self._resume(key, model, optimizer, generator, device)
+        first, records, best, done, initial = self._resume(key, model, optimizer, generator, device)
         if done:
-            return records, best
+            return records, best, initial, True
+        if initial is None:  # the loss before training, the yardstick of divergence; draws no random number
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                initial = (self._evaluate(model, data, val_idx, val_w) if n_val
+                           else self._evaluate(model, data, train_idx, train_w))
+        stop = False
         epochs = tqdm(range(first, self.max_epochs), disable=not self.verbose, desc="training", unit="epoch",
                       initial=first, total=self.max_epochs)
         for epoch in epochs:
@@ -473,10 +550,10 @@ class Trainer:
                 stop = True
             last = stop or epoch == self.max_epochs - 1
             if self.checkpoint is not None and (last or (epoch + 1) % self.checkpoint_every == 0):
-                self._save(key, epoch, model, optimizer, generator, records, best, stop, device)
+                self._save(key, epoch, model, optimizer, generator, records, best, stop, initial, device)
             if stop:
                 break
-        return records, best
+        return records, best, initial, stop
 
     @staticmethod
     def _evaluate(model, data, index, weights, chunk=65536):

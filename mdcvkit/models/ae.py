@@ -34,7 +34,7 @@ class AutoEncoder(BaseAutoencoder):
 
     def __init__(self, n_features, n_cv, hidden=(40,), activation="tanh", scale_groups=None):
         super().__init__(n_features, n_cv, scale_groups)
-        hidden = list(hidden)
+        hidden = self._set_layers(hidden, activation)
         self.encoder = FeedForward([n_features, *hidden, n_cv], activation)
         self.decoder = FeedForward([n_cv, *hidden[::-1], n_features], activation)
 

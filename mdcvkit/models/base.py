@@ -4,9 +4,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_int, is_int
+from .._params import get_params
 from ..training import weighted_mean
+from .mlp import ACTIVATIONS
 
-__all__ = ["Normalization", "BaseAutoencoder", "apply_in_chunks"]
+__all__ = ["Normalization", "BaseAutoencoder", "apply_in_chunks", "check_hidden"]
 
 
 def apply_in_chunks(function, values, chunk=65536):
@@ -91,6 +94,36 @@ class Normalization(nn.Module):
         return y * self.scale + self.mean
 
 
+def check_hidden(hidden, name="hidden"):
+    """Return ``hidden`` as a tuple of int, or raise naming ``name`` unless it is a sequence of positive integers.
+
+    Parameters
+    ----------
+    hidden : sequence of int
+        Hidden layer sizes, e.g. ``(40,)`` or ``(64, 32)``; an empty sequence means no hidden layer.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    TypeError
+        When ``hidden`` is a single number or a string rather than a sequence.
+    ValueError
+        When an entry is not a positive integer (``2.5`` is not truncated to 2).
+    """
+    if isinstance(hidden, (str, bytes)) or is_int(hidden) or not hasattr(hidden, "__iter__"):
+        raise TypeError(f"{name}={hidden!r} must be a sequence of layer sizes, e.g. {name}=(40,) for one hidden "
+                        f"layer of 40 units or {name}=(64, 32)")
+    sizes = tuple(hidden)
+    bad = [size for size in sizes if not is_int(size) or size < 1]
+    if bad:
+        raise ValueError(f"{name}={hidden!r} holds {bad[0]!r}, but layer sizes must be positive integers; "
+                         f"pass e.g. {name}=(40,)")
+    return tuple(int(size) for size in sizes)
+
+
 class BaseAutoencoder(nn.Module):
     """Base of the autoencoder family.
 
@@ -115,6 +148,8 @@ class BaseAutoencoder(nn.Module):
 
     def __init__(self, n_features, n_cv, scale_groups=None):
         super().__init__()
+        check_int(n_features, "n_features", fix="pass the number of input features, e.g. n_features=30")
+        check_int(n_cv, "n_cv", fix="pass e.g. n_cv=2")
         if not 0 < n_cv < n_features:
             raise ValueError(
                 f"n_cv={n_cv} must be at least 1 and smaller than the number of features "
@@ -123,6 +158,25 @@ class BaseAutoencoder(nn.Module):
         self.n_features = int(n_features)
         self.n_cv = int(n_cv)
         self.normalization = Normalization(n_features, scale_groups)
+        self.scale_groups = None if scale_groups is None else self.normalization.groups.tolist()
+
+    def _set_layers(self, hidden, activation):
+        """Check and store ``hidden`` and ``activation``; return the hidden sizes as a list of int."""
+        self.hidden = check_hidden(hidden)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not known; use one of {list(ACTIVATIONS)}")
+        self.activation = activation
+        return list(self.hidden)
+
+    def get_params(self):
+        """Settings of this model, read back from its ``__init__`` signature (plain Python data).
+
+        Returns
+        -------
+        dict
+            ``{name: value}``; ``type(model)(**model.get_params())`` builds an untrained twin.
+        """
+        return get_params(self)
 
     def encode(self, x):
         """CV of raw features ``x`` (n_frames, n_features) -> (n_frames, n_cv)."""

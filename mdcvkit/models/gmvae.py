@@ -58,7 +58,7 @@ class GaussianMixtureVAE(BaseAutoencoder):
         if not isinstance(n_clusters, numbers.Integral) or isinstance(n_clusters, bool) or n_clusters < 2:
             raise ValueError(f"n_clusters={n_clusters!r} must be an integer >= 2, e.g. 4")
         super().__init__(n_features, n_cv, scale_groups)
-        hidden = list(hidden)
+        hidden = self._set_layers(hidden, activation)
         self.n_clusters = int(n_clusters)
         self.classifier = FeedForward([n_features, *hidden, n_clusters], activation)
         self.encoder = FeedForward([n_features + n_clusters, *hidden, 2 * n_cv], activation)

@@ -2,6 +2,8 @@
 
 from torch import nn
 
+from .._checks import is_int
+
 __all__ = ["ACTIVATIONS", "FeedForward"]
 
 #: Activation functions by name; ``None`` gives a linear network.
@@ -20,9 +22,12 @@ class FeedForward(nn.Sequential):
     """
 
     def __init__(self, layers, activation="tanh"):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers={layers!r} must be a list of layer sizes, e.g. [30, 40, 2]")
+        layers = list(layers)
+        if len(layers) < 2 or not all(is_int(n) and n >= 1 for n in layers):
+            raise ValueError(f"layers={layers} must hold at least two positive integer sizes, e.g. [30, 40, 2]")
         layers = [int(n) for n in layers]
-        if len(layers) < 2 or min(layers) < 1:
-            raise ValueError(f"layers={layers} must hold at least two positive sizes, e.g. [30, 40, 2]")
         if activation not in ACTIVATIONS:
             valid = ", ".join(repr(k) for k in ACTIVATIONS)
             raise ValueError(f"activation={activation!r} is not known; use one of {valid}")

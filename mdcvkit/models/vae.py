@@ -48,7 +48,7 @@ class VariationalAutoEncoder(BaseAutoencoder):
     def __init__(self, n_features, n_cv, hidden=(40,), activation="tanh", scale_groups=None, beta=1.0):
         beta = check_number("beta", beta, example="1.0")
         super().__init__(n_features, n_cv, scale_groups)
-        hidden = list(hidden)
+        hidden = self._set_layers(hidden, activation)
         self.beta = beta
         self.encoder = FeedForward([n_features, *hidden, 2 * n_cv], activation)
         self.decoder = FeedForward([n_cv, *hidden[::-1], n_features], activation)
