@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= mdcvkit-demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mdcvkit tests benchmarks data tutorials
 	$(PY) -m pytest -q
 
+$(VENV)/.installed-docs: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@ $(VENV)/.installed
+
+# the documentation site (docs/_build/html); warnings are errors, notebooks are not executed
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 # mlcolvar pins scikit-learn<1.8: install its other requirements, then mlcolvar without them
 bench: $(VENV)/.installed-test
 	$(PY) -m pip install --quiet -e ".[bench]"
@@ -43,4 +51,4 @@ bench: $(VENV)/.installed-test
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info docs/_build docs/api
