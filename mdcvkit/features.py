@@ -21,6 +21,7 @@ import os
 import tempfile
 
 import numpy as np
+import openmm
 import torch
 from MDAnalysis.analysis.base import AnalysisBase, ResultsGroup
 from MDAnalysis.exceptions import NoDataError
@@ -75,6 +76,78 @@ class Featurizer(nn.Module):
     def get_config(self):
         """Keyword arguments that rebuild this featurizer (buffers are restored from the state dict)."""
         raise NotImplementedError
+
+    def to_openmm(self, particles):
+        """The features as OpenMM forces, for the collective variables of a ``CustomCVForce``.
+
+        Parameters
+        ----------
+        particles : sequence of int
+            System particle index of each of the featurizer's ``n_atoms`` atoms.
+
+        Returns
+        -------
+        list of (openmm.Force, list of str)
+            One force per raw value (a distance or a coordinate in Å, a dihedral in rad), whose
+            energy is that value, and the features it gives, in order, as OpenMM expressions of
+            the value written ``{}`` (``"sin({})"``, ``"cos({})"`` for a dihedral).
+
+        Raises
+        ------
+        ValueError
+            If the features have no closed form in OpenMM (a least-squares fit); such CVs reach
+            OpenMM through ``route="python"`` or ``"torch"``.
+        """
+        raise ValueError(
+            f"{type(self).__name__} has no OpenMM expression form (only Dihedrals, PairwiseDistances, Positions, "
+            f"FramePositions and their Concatenate have one); bias a CV on it through route='python' or 'torch'"
+        )
+
+    def to_openmm_linear(self, particles, weights):
+        """Forces whose energies sum to ``Σ_f weights[f] · feature_f``: one first-layer unit of a network.
+
+        Parameters
+        ----------
+        particles : sequence of int
+            System particle index of each of the featurizer's atoms.
+        weights : array_like, shape (n_features,)
+            Coefficient of each feature (per feature unit); zero coefficients add nothing.
+
+        Returns
+        -------
+        list of openmm.Force
+            Empty when every coefficient is zero.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`to_openmm`.
+        """
+        self.to_openmm(particles)  # raises for featurizers without an OpenMM form
+        raise NotImplementedError(f"{type(self).__name__} gives its OpenMM form but no linear form")
+
+    def to_plumed(self, label, particles):
+        """The PLUMED actions that compute the inputs of the features (``UNITS LENGTH=A``).
+
+        Parameters
+        ----------
+        label : str
+            Prefix of the action labels.
+        particles : sequence of int
+            System (0-based) index of each of the featurizer's atoms; PLUMED numbers are these + 1.
+
+        Returns
+        -------
+        lines : list of str
+            PLUMED actions.
+        arguments : list of str
+            The values those actions give, in the order the model reads them.
+        inputs : torch.nn.Module
+            Maps the values ``(n_frames, len(arguments))`` (Å, rad) to the features
+            ``(n_frames, n_features)``, in torch, so that the model PLUMED runs is this module
+            followed by the network.
+        """
+        return _positions_to_plumed(self, label, particles)
 
     def check_positions(self, positions):
         """Raise TypeError unless ``positions`` is a tensor, ValueError unless of shape ``(n_frames, n_atoms, 3)``."""
@@ -308,7 +381,7 @@ class FramePositions(Featurizer):
     Like :class:`AlignedPositions` the features do not change under rigid motions and do change
     under reflection, but the frame is fixed by three atoms instead of a least-squares fit, so a
     CV built on them has a closed form that OpenMM evaluates without Python
-    (:class:`mdcvkit.biasing.descriptors.FramePosition`). Choose frame atoms that stay rigid
+    (:meth:`FramePositions.to_openmm`). Choose frame atoms that stay rigid
     relative to each other, e.g. N, CA and C of one residue.
 
     Parameters
@@ -350,9 +423,33 @@ class FramePositions(Featurizer):
         self.check_positions(positions)
         return frame_coordinates(positions, self.frame, self.atoms).flatten(1)
 
+    def _bonds(self, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        frame = [particles[k] for k in self.frame]
+        return [[*frame, particles[k]] for k in self.atoms]
+
+    def to_openmm(self, particles):
+        forms = []
+        for bond in self._bonds(particles):
+            for axis in "XYZ":
+                force = openmm.CustomCompoundBondForce(4, f"{axis}; {_FRAME_DEFINITIONS}")
+                force.addBond(bond, [])
+                forms.append((force, ["{}"]))
+        return forms
+
+    def to_openmm_linear(self, particles, weights):
+        weights = np.asarray(weights, dtype=float).reshape(len(self.atoms), 3)
+        force = openmm.CustomCompoundBondForce(4, f"cx*X+cy*Y+cz*Z; {_FRAME_DEFINITIONS}")
+        for name in ("cx", "cy", "cz"):
+            force.addPerBondParameter(name)
+        for bond, row in zip(self._bonds(particles), weights, strict=True):
+            if np.any(row != 0.0):
+                force.addBond(bond, [float(w) for w in row])
+        return [force] if force.getNumBonds() else []
+
 
 class Positions(Featurizer):
-    """Raw Cartesian positions (no fit): for toy systems and pre-aligned data.
+    """Raw Cartesian positions (no fit): for toy systems, restrained or pre-aligned data.
 
     Parameters
     ----------
@@ -360,21 +457,52 @@ class Positions(Featurizer):
         Number of atoms.
     names : sequence of str, optional
         Atom names, used in the feature labels.
+    axes : sequence of int, default (0, 1, 2)
+        Which coordinates of each atom are features (0, 1, 2 for x, y, z), e.g. ``(0,)`` for the
+        x coordinate of a particle on a toy surface.
     """
 
-    def __init__(self, n_atoms, names=None):
+    def __init__(self, n_atoms, names=None, axes=(0, 1, 2)):
         super().__init__()
         self.n_atoms = int(n_atoms)
+        axes = list(axes) if np.iterable(axes) else [axes]
+        if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+            raise ValueError(f"axes={axes!r} must be distinct coordinates among 0, 1, 2 (x, y, z), e.g. (0,)")
+        self.axes = [int(a) for a in axes]
         self.names = list(names) if names is not None else [str(i) for i in range(self.n_atoms)]
-        self.labels = [f"{n}:{ax}" for n in self.names for ax in "xyz"]
-        self.feature_atoms = [(i,) for i in range(self.n_atoms) for _ in range(3)]
+        self.labels = [f"{n}:{'xyz'[a]}" for n in self.names for a in self.axes]
+        self.feature_atoms = [(i,) for i in range(self.n_atoms) for _ in self.axes]
 
     def get_config(self):
-        return {"n_atoms": self.n_atoms, "names": self.names}
+        return {"n_atoms": self.n_atoms, "names": self.names, "axes": self.axes}
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
-        return positions.flatten(1)
+        return positions[:, :, self.axes].flatten(1)
+
+    def to_openmm(self, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        forms = []
+        for p in particles:
+            for a in self.axes:
+                force = openmm.CustomExternalForce(f"10*{'xyz'[a]}")  # nm -> Å
+                force.addParticle(p, [])
+                forms.append((force, ["{}"]))
+        return forms
+
+    def to_openmm_linear(self, particles, weights):
+        particles = _system_atoms(particles, self.n_atoms)
+        weights = np.asarray(weights, dtype=float).reshape(self.n_atoms, len(self.axes))
+        force = openmm.CustomExternalForce("10*(cx*x+cy*y+cz*z)")
+        for name in ("cx", "cy", "cz"):
+            force.addPerParticleParameter(name)
+        for p, row in zip(particles, weights, strict=True):
+            if np.any(row != 0.0):
+                per_axis = [0.0, 0.0, 0.0]
+                for a, w in zip(self.axes, row, strict=True):
+                    per_axis[a] = float(w)
+                force.addParticle(p, per_axis)
+        return [force] if force.getNumParticles() else []
 
 
 def _minimum_image(delta, box):
@@ -442,6 +570,38 @@ class PairwiseDistances(Featurizer):
             delta = _minimum_image(delta, box.to(positions.dtype))
         return torch.sqrt((delta**2).sum(-1))
 
+    def _bond_force(self, expression):
+        force = openmm.CustomBondForce(expression)
+        force.setUsesPeriodicBoundaryConditions(self.uses_box)
+        return force
+
+    def to_openmm(self, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        forms = []
+        for i, j in self.pairs.tolist():
+            force = self._bond_force("10*r")  # nm -> Å
+            force.addBond(particles[i], particles[j], [])
+            forms.append((force, ["{}"]))
+        return forms
+
+    def to_openmm_linear(self, particles, weights):
+        particles = _system_atoms(particles, self.n_atoms)
+        force = self._bond_force("c*10*r")
+        force.addPerBondParameter("c")
+        for (i, j), w in zip(self.pairs.tolist(), np.asarray(weights, dtype=float), strict=True):
+            if w != 0.0:
+                force.addBond(particles[i], particles[j], [float(w)])
+        return [force] if force.getNumBonds() else []
+
+    def to_plumed(self, label, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        pbc = "" if self.uses_box else " NOPBC"
+        lines, arguments = [], []
+        for k, (i, j) in enumerate(self.pairs.tolist()):
+            lines.append(f"{label}{k}: DISTANCE ATOMS={particles[i] + 1},{particles[j] + 1}{pbc}")
+            arguments.append(f"{label}{k}")
+        return lines, arguments, nn.Identity()
+
 
 def dihedral_angles(positions, quadruplets):
     """Dihedral angles (radians, in (-π, π]) of atom quadruplets, IUPAC sign convention.
@@ -474,14 +634,17 @@ class Dihedrals(Featurizer):
         Positions within the AtomGroup of the four atoms of each dihedral.
     dihedral_names : sequence of str, optional
         One name per dihedral (e.g. ``"phi2"``), used in the feature labels.
+    trig : bool, default True
+        Give ``sin θ, cos θ`` (continuous across ±π: network inputs); False gives the angles
+        themselves in rad, in (-π, π] (a CV such as φ to bias along a periodic grid).
 
     Notes
     -----
-    Features are ordered ``sin θ₀, cos θ₀, sin θ₁, cos θ₁, …``; the angle of
+    With ``trig=True`` features are ordered ``sin θ₀, cos θ₀, sin θ₁, cos θ₁, …``; the angle of
     each dihedral is recovered as ``atan2(sin, cos)``.
     """
 
-    def __init__(self, n_atoms, quadruplets, dihedral_names=None):
+    def __init__(self, n_atoms, quadruplets, dihedral_names=None, trig=True):
         super().__init__()
         self.n_atoms = int(n_atoms)
         quadruplets = np.asarray(quadruplets, dtype=np.int64).reshape(-1, 4)
@@ -494,20 +657,51 @@ class Dihedrals(Featurizer):
         if dihedral_names is None:
             dihedral_names = [f"dihedral{k}" for k in range(len(quadruplets))]
         self.dihedral_names = list(dihedral_names)
-        self.labels = [f"{f}({n})" for n in self.dihedral_names for f in ("sin", "cos")]
-        self.feature_atoms = [tuple(int(i) for i in q) for q in quadruplets for _ in range(2)]
+        self.trig = bool(trig)
+        functions = ("sin", "cos") if self.trig else ("",)
+        self.labels = [f"{f}({n})" if f else n for n in self.dihedral_names for f in functions]
+        self.feature_atoms = [tuple(int(i) for i in q) for q in quadruplets for _ in functions]
 
     def get_config(self):
         return {
             "n_atoms": self.n_atoms,
             "quadruplets": self.quadruplets.tolist(),
             "dihedral_names": self.dihedral_names,
+            "trig": self.trig,
         }
 
     def forward(self, positions, box=None):
         self.check_positions(positions)
         angles = dihedral_angles(positions, self.quadruplets)
-        return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
+        return _SinCos()(angles) if self.trig else angles
+
+    def to_openmm(self, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        forms = []
+        for quadruplet in self.quadruplets.tolist():
+            force = openmm.CustomTorsionForce("theta")  # OpenMM's theta has the IUPAC sign, as here
+            force.addTorsion(*(particles[k] for k in quadruplet), [])
+            forms.append((force, ["sin({})", "cos({})"] if self.trig else ["{}"]))
+        return forms
+
+    def to_openmm_linear(self, particles, weights):
+        particles = _system_atoms(particles, self.n_atoms)
+        force = openmm.CustomTorsionForce("s*sin(theta)+c*cos(theta)" if self.trig else "s*theta")
+        for name in ("s", "c") if self.trig else ("s",):
+            force.addPerTorsionParameter(name)
+        weights = np.asarray(weights, dtype=float).reshape(-1, 2 if self.trig else 1)
+        for quadruplet, row in zip(self.quadruplets.tolist(), weights, strict=True):
+            if np.any(row != 0.0):
+                force.addTorsion(*(particles[k] for k in quadruplet), [float(w) for w in row])
+        return [force] if force.getNumTorsions() else []
+
+    def to_plumed(self, label, particles):
+        particles = _system_atoms(particles, self.n_atoms)
+        lines, arguments = [], []
+        for k, quadruplet in enumerate(self.quadruplets.tolist()):
+            lines.append(f"{label}{k}: TORSION ATOMS={','.join(str(particles[a] + 1) for a in quadruplet)}")
+            arguments.append(f"{label}{k}")
+        return lines, arguments, _SinCos() if self.trig else nn.Identity()
 
 
 class Concatenate(Featurizer):
@@ -547,6 +741,96 @@ class Concatenate(Featurizer):
 
     def forward(self, positions, box=None):
         return torch.cat([f(positions, box) for f in self.parts], dim=1)
+
+    def to_openmm(self, particles):
+        return [form for part in self.parts for form in part.to_openmm(particles)]
+
+    def to_openmm_linear(self, particles, weights):
+        weights = np.asarray(weights, dtype=float)
+        offsets = np.cumsum([0] + [part.n_features for part in self.parts])
+        return [
+            force
+            for k, part in enumerate(self.parts)
+            for force in part.to_openmm_linear(particles, weights[offsets[k] : offsets[k + 1]])
+        ]
+
+    def to_plumed(self, label, particles):
+        lines, arguments, inputs = [], [], []
+        for k, part in enumerate(self.parts):
+            part_lines, part_arguments, part_inputs = part.to_plumed(f"{label}p{k}_", particles)
+            lines += part_lines
+            arguments += part_arguments
+            inputs.append((len(part_arguments), part_inputs))
+        return lines, arguments, _ConcatenatedInputs(inputs)
+
+
+def _system_atoms(particles, n_atoms):
+    """System index (int) of each of a featurizer's ``n_atoms`` atoms, or a ValueError."""
+    particles = np.asarray(particles, dtype=np.int64).reshape(-1)
+    if particles.size != n_atoms or (particles.size and particles.min() < 0):
+        raise ValueError(
+            f"particles has {particles.size} entries (min {particles.min() if particles.size else None}) but the "
+            f"featurizer reads n_atoms={n_atoms} atoms; pass one non-negative system index per featurizer atom"
+        )
+    return particles.tolist()
+
+
+#: OpenMM definitions of the body-frame coordinates X, Y, Z (Å) of particle p4 in the frame of p1, p2, p3 (nm),
+#: as in :func:`frame_coordinates`. With u = r2 - r1, v = r3 - r1, d = r4 - r1 and n = u × v: X = d·u/|u|,
+#: Y = d·(n × u)/(|n||u|) with n × u = v (u·u) - u (u·v), Z = d·n/|n|, and |n|² = (u·u)(v·v) - (u·v)²: dot
+#: products only, which OpenMM differentiates quickly (normalised axes nested in cross products took seconds).
+_FRAME_DEFINITIONS = "; ".join(
+    [
+        "X=10*du/sqrt(uu)",
+        "Y=10*(dv*uu-du*uv)/sqrt(nn*uu)",
+        "Z=10*(dx*(uy*vz-uz*vy)+dy*(uz*vx-ux*vz)+dz*(ux*vy-uy*vx))/sqrt(nn)",
+        "nn=uu*vv-uv^2",
+    ]
+    + [
+        f"{name}={p}x*{q}x+{p}y*{q}y+{p}z*{q}z"
+        for name, p, q in (("du", "d", "u"), ("dv", "d", "v"), ("uv", "u", "v"), ("uu", "u", "u"), ("vv", "v", "v"))
+    ]  # fmt: skip
+    + [f"{p}{a}={a}{k}-{a}1" for p, k in (("u", 2), ("v", 3), ("d", 4)) for a in "xyz"]
+)
+
+
+class _SinCos(nn.Module):
+    """Dihedral angles ``(n, n_dihedrals)`` in rad -> ``sin θ₀, cos θ₀, sin θ₁, …`` as :class:`Dihedrals`."""
+
+    def forward(self, angles):
+        return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
+
+
+class _PositionsInput(nn.Module):
+    """PLUMED's ``POSITION`` components ``(n, 3 n_atoms)`` in Å -> the featurizer's features."""
+
+    def __init__(self, featurizer):
+        super().__init__()
+        self.featurizer = featurizer
+
+    def forward(self, values):
+        return self.featurizer(values.reshape(values.shape[0], -1, 3))
+
+
+class _ConcatenatedInputs(nn.Module):
+    """Each part's inputs applied to its columns of the PLUMED values, concatenated."""
+
+    def __init__(self, parts):
+        super().__init__()
+        self.widths = [width for width, _ in parts]
+        self.parts = nn.ModuleList([module for _, module in parts])
+
+    def forward(self, values):
+        chunks = torch.split(values, self.widths, dim=1)
+        return torch.cat([module(chunk) for module, chunk in zip(self.parts, chunks, strict=True)], dim=1)
+
+
+def _positions_to_plumed(featurizer, label, particles):
+    """``POSITION`` of every atom (Å, no periodic wrapping); the model computes the features itself."""
+    particles = _system_atoms(particles, featurizer.n_atoms)
+    lines = [f"{label}{k}: POSITION ATOM={p + 1} NOPBC" for k, p in enumerate(particles)]
+    arguments = [f"{label}{k}.{axis}" for k in range(len(particles)) for axis in "xyz"]
+    return lines, arguments, _PositionsInput(featurizer)
 
 
 def featurizer_config(featurizer):

@@ -32,7 +32,8 @@ import xarray as xr
 from scipy.integrate import trapezoid
 
 from ._checks import openmm_seed
-from .biasing.descriptors import DescriptorCV, Position
+from .analysis import CollectiveVariable
+from .features import Positions
 
 __all__ = ["ToySystem", "EntropicSwitch", "DoubleWell2D", "FourWell1D", "TOYS"]
 
@@ -201,13 +202,13 @@ class ToySystem:
 
         Returns
         -------
-        mdcvkit.biasing.DescriptorCV
+        mdcvkit.analysis.CollectiveVariable
             Maps positions ``(n_frames, 1, 3)`` in Å to ``(n_frames, n_cv)`` in reduced
             units (Å / 10), usable by every bias route, the expression route included.
         """
         names = (name,) if isinstance(name, str) else tuple(name)
         axes = [self._axis(n, "name") for n in names]
-        return DescriptorCV([Position(0, a) for a in axes], std=[10.0] * len(axes), names=list(names))
+        return CollectiveVariable.from_featurizer(Positions(1, axes=axes), scale=10.0, names=names)
 
     def _axis(self, name, argument):
         if not isinstance(name, str) or name not in _AXES:
