@@ -1,6 +1,8 @@
 """MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
 
 import inspect
+import os
+import weakref
 from pathlib import Path
 
 import MDAnalysis as mda
@@ -11,8 +13,9 @@ from MDAnalysis.analysis.base import AnalysisBase
 from torch import nn
 
 from . import generation, importance
-from ._checks import check_int, check_slice
-from ._io import as_path, atomic_path, trace_torchscript
+from ._checks import check_frames, check_int, check_number, check_slice
+from ._io import atomic_path, load_torch, trace_torchscript
+from ._params import get_params
 from .features import (
     AlignedPositions,
     FeatureCollector,
@@ -174,11 +177,8 @@ class AutoencoderCV(AnalysisBase):
             raise ValueError("atomgroup is an empty list; pass an AtomGroup or a list of AtomGroups")
         for k, group in enumerate(groups):
             _check_atomgroup(group, "atomgroup" if len(groups) == 1 else f"atomgroup[{k}]")
-            if atom_names(group) != atom_names(groups[0]):
-                raise ValueError(
-                    f"atomgroup[{k}] has atoms {atom_names(group)[:5]}... but atomgroup[0] has "
-                    f"{atom_names(groups[0])[:5]}...; every trajectory needs the same atoms in the same order"
-                )
+            _check_atoms(group, _atom_table(groups[0]), f"atomgroup[{k}]", "atomgroup[0] has",
+                         "every trajectory needs the same atoms in the same order")
         super().__init__(groups[0].universe.trajectory)
         if model not in MODELS:
             raise ValueError(f"model={model!r} is not known; use one of {sorted(MODELS)}")
@@ -204,8 +204,10 @@ class AutoencoderCV(AnalysisBase):
                                patience=patience, validation_fraction=validation_fraction, device=device,
                                seed=seed, checkpoint=checkpoint)
         self.seed = seed
-        self.chunk_size = chunk_size
-        self.memory_budget = memory_budget
+        self.chunk_size = check_int(chunk_size, "chunk_size", fix="pass frames per batch, e.g. chunk_size=1000")
+        if isinstance(memory_budget, (bool, str, bytes)):
+            raise ValueError(f"memory_budget={memory_budget!r} must be a number of bytes, e.g. memory_budget=2e9")
+        self.memory_budget = check_number("memory_budget", memory_budget, strict=True, example="2e9 (bytes)")
         # cheap checks before the trajectory loop: the featurizer can be built for these atoms
         self._featurizer = make_featurizer(features, groups[0], self._reference_positions(groups[0]),
                                            periodic=groups[0].dimensions is not None)
@@ -253,13 +255,14 @@ class AutoencoderCV(AnalysisBase):
         if frames is not None and len(self._groups) > 1:
             raise ValueError("frames= selects frames of one trajectory; with a list of AtomGroups use start/stop/step")
         check_slice(start, stop, step)
+        if frames is not None:
+            check_frames(frames, self._groups[0].universe.trajectory.n_frames)
         self._setup_reference(start, stop, step, frames)
         features, frame_idx, times, trajectory, lengths = [], [], [], [], []
         for group in self._groups:
-            collector = FeatureCollector(group, self._featurizer, chunk_size=self.chunk_size,
-                                         memory_budget=self.memory_budget)
-            collector.run(start=start, stop=stop, step=step, frames=frames, verbose=verbose,
-                          backend=backend, n_workers=n_workers)
+            collector = _collect_features(group, self._featurizer, self.chunk_size, self.memory_budget,
+                                          start=start, stop=stop, step=step, frames=frames, verbose=verbose,
+                                          backend=backend, n_workers=n_workers)
             segment = np.searchsorted(_segments(group), collector.frames, side="right") - 1
             features.append(collector.results.features)
             frame_idx.append(collector.frames)
@@ -374,21 +377,22 @@ class AutoencoderCV(AnalysisBase):
         collector = self._collect(atomgroup, start=start, stop=stop, step=step, frames=frames, backend=backend,
                                   n_workers=n_workers)
         segment = np.searchsorted(_segments(atomgroup), collector.frames, side="right") - 1
+        if len(collector.frames) == 0:
+            raise ValueError(f"start={start}, stop={stop}, step={step}, frames select no frame of the "
+                             f"{atomgroup.universe.trajectory.n_frames} frames of the trajectory; e.g. start < stop")
         return self._cv_array(self._encode(collector.results.features), collector.frames, collector.times, segment)
 
     def _collect(self, atomgroup, **run_kwargs):
         """Features of the frames of ``atomgroup`` (the training atoms), as a run FeatureCollector."""
         _check_atomgroup(atomgroup)
         check_slice(run_kwargs.get("start"), run_kwargs.get("stop"), run_kwargs.get("step"))
-        if atom_names(atomgroup) != list(self._atoms["names"]):
-            raise ValueError(
-                f"atomgroup has {atomgroup.n_atoms} atoms named {atom_names(atomgroup)[:6]}..., but the CV "
-                f"was trained on {len(self._atoms['names'])} atoms named {list(self._atoms['names'])[:6]}...; "
-                "select the same atoms in the same order"
-            )
-        collector = FeatureCollector(atomgroup, self.results.model.featurizer, chunk_size=self.chunk_size,
-                                     memory_budget=self.memory_budget)
-        return collector.run(**run_kwargs)
+        if run_kwargs.get("frames") is not None:
+            check_frames(run_kwargs["frames"], atomgroup.universe.trajectory.n_frames)
+        _check_atoms(atomgroup, self._atoms, "atomgroup", "the CV was trained on",
+                     "select the same atoms in the same order")
+        collector = _collect_features(atomgroup, self.results.model.featurizer, self.chunk_size,
+                                      self.memory_budget, **run_kwargs)
+        return collector
 
     def save(self, path):
         """Save the fitted CV (featurizer, model, atoms) to ``path``; written atomically.
@@ -403,9 +407,7 @@ class AutoencoderCV(AnalysisBase):
             "kind": "mdcvkit.AutoencoderCV",
             "atoms": self._atoms,
             "featurizer": featurizer_config(cv.featurizer),
-            "model": {"name": self.model_name, "n_features": cv.model.n_features, "n_cv": self.n_cv,
-                      "hidden": list(self.hidden), "activation": self.activation,
-                      "scale_groups": cv.featurizer.scale_groups.tolist(), **self.model_kwargs},
+            "model": {"name": self.model_name, **get_params(cv.model)},
             "state_dict": cv.state_dict(),
         }
         with atomic_path(path) as tmp:
@@ -423,13 +425,14 @@ class AutoencoderCV(AnalysisBase):
         ValueError
             When the file is not a saved mdcvkit CV.
         """
-        path = as_path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved CV at {str(path)!r}; check the path")
+        what = "a CV saved by mdcvkit's AutoencoderCV.save"
+        payload = load_torch(path, what)
+        if not isinstance(payload, dict) or payload.get("kind") != "mdcvkit.AutoencoderCV":
+            raise ValueError(f"path={str(path)!r} holds a torch file, but not {what}; pass the file save() wrote")
+        if payload.get("format", 0) > FILE_FORMAT:
+            raise ValueError(f"path={str(path)!r} has file format {payload['format']}, newer than this mdcvkit reads "
+                             f"({FILE_FORMAT}); upgrade mdcvkit")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            if payload.get("kind") != "mdcvkit.AutoencoderCV":
-                raise KeyError("kind")
             settings = dict(payload["model"])
             name = settings.pop("name")
             featurizer = featurizer_from_config(payload["featurizer"])
@@ -438,8 +441,7 @@ class AutoencoderCV(AnalysisBase):
             module.load_state_dict(payload["state_dict"])
         except Exception as err:  # any failure here means the file is not what save() writes
             raise ValueError(
-                f"{str(path)!r} is not a CV saved by mdcvkit's AutoencoderCV.save ({type(err).__name__}: "
-                f"{err}); save it again"
+                f"path={str(path)!r} is not {what} ({type(err).__name__}: {err}); save it again"
             ) from err
         self = cls.__new__(cls)
         AnalysisBase.__init__(self, None)
@@ -650,18 +652,89 @@ class AutoencoderCV(AnalysisBase):
 
 
 def _atom_table(group):
-    table = {"names": atom_names(group),
-             "resnames": [str(n) for n in group.resnames],
-             "resids": [int(i) for i in group.resids],
+    """What identifies the atoms of ``group``: only the attributes its topology has (any Universe works).
+
+    ``names`` are always there (the indices as strings when the topology has no names, see
+    :func:`mdcvkit.features.atom_names`), with ``has_names`` saying which; ``resnames``, ``resids``,
+    ``masses``, ``segids`` and ``bonds`` only when the topology has them.
+    """
+    table = {"names": atom_names(group), "has_names": hasattr(group, "names"),
              "indices": [int(i) for i in group.indices]}
-    if hasattr(group, "masses"):
-        table["masses"] = [float(m) for m in group.masses]
-    if hasattr(group, "segids"):
-        table["segids"] = [str(s) for s in group.segids]
+    for attribute, cast in (("resnames", str), ("resids", int), ("masses", float), ("segids", str)):
+        if hasattr(group, attribute):  # MDAnalysis' NoDataError is an AttributeError
+            table[attribute] = [cast(value) for value in getattr(group, attribute)]
     if hasattr(group, "intra_bonds"):  # bonds as pairs of positions within the group, for generated frames
         position = {int(index): k for k, index in enumerate(group.indices)}
         table["bonds"] = [[position[int(i)], position[int(j)]] for i, j in group.intra_bonds.indices]
     return table
+
+
+#: Atom attributes compared by :func:`_check_atoms` where both sides have them, with their tolerance
+#: (None: equal). Segment ids are not compared: the same atoms often carry other ones in other files.
+_COMPARED = {"names": None, "resnames": None, "resids": None, "masses": 0.1}
+
+
+def _check_atoms(group, table, name, trained, fix):
+    """Raise ValueError unless ``group`` holds the atoms of ``table`` in the same order.
+
+    Compares the count, then names, residue names, residue ids and masses (within 0.1 u) wherever the
+    table and the topology of ``group`` both have them; the message names the first atom that differs.
+    """
+    n = len(table["names"])
+    if group.n_atoms != n:
+        raise ValueError(f"{name} has {group.n_atoms} atoms, but {trained} {n} atoms; {fix}")
+    other = _atom_table(group)
+    for attribute, tolerance in _COMPARED.items():
+        if attribute == "names" and not (table.get("has_names", True) and other["has_names"]):
+            continue
+        if attribute not in table or attribute not in other:
+            continue
+        mine, theirs = np.asarray(other[attribute]), np.asarray(table[attribute])
+        differ = np.abs(mine - theirs) > tolerance if tolerance is not None else mine != theirs
+        if np.any(differ):
+            k = int(np.flatnonzero(differ)[0])
+            raise ValueError(
+                f"{name} does not hold the same atoms: its atom {k} has {attribute[:-1]} {mine[k].item()!r}, but "
+                f"{trained} {theirs[k].item()!r} there ({int(np.sum(differ))} of {n} atoms differ in "
+                f"{attribute}); {fix}")
+
+
+def _release_features(features):
+    """Remove the temporary file behind memory-mapped ``features`` (``mdcvkit-features-*``).
+
+    On POSIX systems the mapping stays readable until the array is freed; where a mapped file cannot
+    be removed (Windows) it is removed when the array is garbage-collected.
+    """
+    filename = getattr(features, "filename", None)
+    if not isinstance(features, np.memmap) or filename is None \
+            or not Path(filename).name.startswith("mdcvkit-features-"):
+        return
+    try:
+        os.unlink(filename)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        weakref.finalize(features, _remove_file, filename)
+
+
+def _remove_file(filename):
+    try:
+        os.unlink(filename)
+    except OSError:
+        pass
+
+
+def _collect_features(group, featurizer, chunk_size, memory_budget, **run_kwargs):
+    """Run a :class:`~mdcvkit.features.FeatureCollector`; its temporary feature file never outlives it.
+
+    Returns the run collector; an exception removes the file before it propagates.
+    """
+    collector = FeatureCollector(group, featurizer, chunk_size=chunk_size, memory_budget=memory_budget)
+    try:
+        collector.run(**run_kwargs)
+    finally:
+        _release_features(getattr(collector.results, "features", None))
+    return collector
 
 
 #: Settings every model takes from AutoencoderCV itself, not from ``**model_kwargs``.

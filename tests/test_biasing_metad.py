@@ -20,9 +20,11 @@ import pytest
 from MDAnalysis.coordinates.memory import MemoryReader
 
 import mdcvkit as mk
-from mdcvkit.biasing import DescriptorCV, ExtendedABF, Grid, Torsion, evaluate_cv
-from mdcvkit.biasing.force import cv_force
-from mdcvkit.biasing.iterative import eabf_log_weights
+from mdcvkit.analysis import CollectiveVariable
+from mdcvkit.biasing import ExtendedABF, Grid, cv_force
+from mdcvkit.biasing.reweight import eabf_log_weights
+from mdcvkit.export import evaluate_cv
+from mdcvkit.features import Dihedrals
 
 PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide" / "ala2.pdb"
 PHI = (4, 6, 8, 14)
@@ -37,6 +39,11 @@ FRAME_STEPS = 2500  # 10 ps between the frames of the unbiased and metadynamics 
 def vacuum_system():
     """The system of make_data.py (``mk.datasets.alanine_dipeptide_system``), started from ala2.pdb."""
     return app.PDBFile(str(PDB)), mk.datasets.alanine_dipeptide_system("vacuum").system
+
+
+def torsion_cv(atoms, n_atoms=22, names=None):
+    """The dihedral of ``atoms`` in rad, as a CV."""
+    return CollectiveVariable.from_featurizer(Dihedrals(n_atoms, [atoms], trig=False), names=names)
 
 
 def langevin(seed):
@@ -69,7 +76,7 @@ def simulation(pdb, system, seed):
 @pytest.fixture(scope="module")
 def eabf():
     pdb, system = vacuum_system()
-    cv = DescriptorCV([Torsion(*PHI, trig=False)], names=["phi"])
+    cv = torsion_cv(PHI, names=["phi"])
     grid = Grid(-np.pi, np.pi, 72, periodic=True, names=["phi"])
     return ExtendedABF(system, pdb.positions, cv, grid, kappa=KT / 0.1**2, temperature=TEMPERATURE,
                        integrator=langevin(1), sample_frequency=10, update_frequency=500, seed=0,
@@ -85,7 +92,7 @@ def run_metadynamics(variable):
     for _ in range(N_STEPS // FRAME_STEPS):
         meta.step(sim, FRAME_STEPS)
         frames.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom))
-    phi = np.degrees(evaluate_cv(DescriptorCV([Torsion(*PHI, trig=False)]), np.array(frames))[:, 0])
+    phi = np.degrees(evaluate_cv(torsion_cv(PHI), np.array(frames))[:, 0])
     grid = np.linspace(variable.minValue, variable.maxValue, variable.gridWidth)  # where OpenMM tabulates
     return phi, grid, meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)
 
@@ -140,7 +147,7 @@ def autoencoder_cv(eabf):
     frames = eabf.results.samples.positions.values[::25].astype(np.float32)
     heavy = mda.Universe(str(PDB), frames, format=MemoryReader).select_atoms("not name H*")
     ae = mk.AutoencoderCV(heavy, n_cv=1, features="dihedrals", hidden=(16, 16), seed=0).run()
-    cv = DescriptorCV.from_collective_variable(ae.results.model, frames[:50, heavy.indices])
+    cv = ae.results.model
     z = ae.results.cv.values[:, 0]
     span = z.max() - z.min()
     grid = Grid(z.min() - 0.1 * span, z.max() + 0.1 * span, 100, names=["ae"])
@@ -169,7 +176,7 @@ def test_eabf_along_autoencoder_cv_against_metadynamics_and_reweighted_phi_run(e
                       update_frequency=500, seed=0, store_positions=True).run(N_STEPS)  # fmt: skip
     assert run.route == "expression"
     phi_atoms = np.searchsorted(particles, PHI)  # φ's atoms among the CV's (heavy) atoms
-    phi = np.degrees(evaluate_cv(DescriptorCV([Torsion(*phi_atoms, trig=False)]),
+    phi = np.degrees(evaluate_cv(torsion_cv(phi_atoms, n_atoms=len(particles)),
                                  run.results.samples.positions.values)[:, 0])  # fmt: skip
     assert crossings(phi) >= 4
 

@@ -5,7 +5,8 @@ import torch
 
 import mdcvkit as mk
 from mdcvkit._io import as_path, atomic_path, trace_torchscript
-from mdcvkit.biasing import IterativeCVLearning, to_plumed
+from mdcvkit.biasing import IterativeCVLearning
+from mdcvkit.export import to_plumed
 from mdcvkit.training import Trainer
 
 

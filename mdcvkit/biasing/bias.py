@@ -10,9 +10,10 @@ against 8 µs for an unbiased step of vacuum alanine dipeptide), so the stride d
 the bias; ``benchmarks/bench_bias.py`` measures it per route and stride.
 
 Stability: r-RESPA is stable while the outer step ``bias_stride × timestep`` stays well below
-``T/π`` for the fastest oscillation ``T = 2π √(m/k)`` the bias itself drives (k its curvature
-along an atom's motion). Smooth learned CVs with the coupling constants of eABF are far from it
-at strides up to 8 with 2 fs steps (``T`` of hundreds of fs); stiff restraints are not.
+the period of the fastest motion the bias drives. Measured on vacuum alanine dipeptide with eABF
+along φ (κ = kT / (0.1 rad)², λ period 200 fs): outer steps of 8 fs (stride 2 with 4 fs steps,
+stride 4 with 2 fs steps) run and give the free energy of stride 1; 16 fs blows up at once,
+whatever the inner step. The smooth toys take stride 8. ``bias_stride`` therefore defaults to 1.
 :func:`default_platform` is the package's one choice of OpenMM platform.
 """
 

@@ -319,7 +319,8 @@ class ExtendedABF:
             slow = self.coupling.getForceGroup()
             fast = sorted({f.getForceGroup() for f in self.system.getForces()} - {slow})
             integrator = openmm.MTSLangevinIntegrator(
-                integrator.getTemperature(), integrator.getFriction(), self.timestep * self.bias_stride,
+                integrator.getTemperature().value_in_unit(unit.kelvin),
+                integrator.getFriction().value_in_unit(unit.picosecond**-1), self.timestep * self.bias_stride,
                 [(slow, 1)] + [(g, self.bias_stride) for g in fast])  # fmt: skip
         if hasattr(integrator, "setRandomNumberSeed"):
             integrator.setRandomNumberSeed(openmm_seed(self.seed))

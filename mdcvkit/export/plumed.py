@@ -89,6 +89,7 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
     --------
     >>> to_plumed(cv.results.model, "plumed", particles=atomgroup.indices)  # doctest: +SKIP
     """
+    folder = as_path(folder, "folder")
     featurizer = getattr(cv, "featurizer", None)
     model = getattr(cv, "model", None)
     if featurizer is None or not hasattr(model, "encode"):
@@ -96,7 +97,6 @@ def to_plumed(cv, folder, *, particles=None, model_file="model.ptc", label="cv",
             f"cv must be a fitted mdcvkit CollectiveVariable (featurizer -> model.encode), such as "
             f"AutoencoderCV(...).results.model, not {type(cv).__name__}"
         )
-    folder = as_path(folder, "folder")
     particles = np.arange(featurizer.n_atoms) if particles is None else np.asarray(particles, dtype=np.int64)
     lines, arguments, inputs = featurizer.to_plumed("f", particles)
     plumed_model = _PlumedModel(copy.deepcopy(inputs).double(), copy.deepcopy(model).double()).eval()
