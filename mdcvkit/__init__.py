@@ -12,8 +12,8 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import biasing, datasets, ensembles, features, frames, metrics, models, msm, plot, repair, systems, training
-from .analysis import AutoencoderCV
+from . import biasing, datasets, export, ensembles, features, frames, metrics, models, msm, plot, repair, systems, training
+from .analysis import AutoencoderCV, CollectiveVariable
 from .repair import BondGeometryRepair
 
 try:
@@ -23,9 +23,11 @@ except PackageNotFoundError:  # running from a checkout that was not installed
 
 __all__ = [
     "AutoencoderCV",
+    "CollectiveVariable",
     "BondGeometryRepair",
     "biasing",
     "datasets",
+    "export",
     "ensembles",
     "features",
     "frames",
