@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_eabf_weights.py            # about 12 minutes on one core
     .venv/bin/python benchmarks/bench_eabf_weights.py --quick    # a smoke run
 
-Accuracy, not speed. ``mk.biasing.iterative.eabf_log_weights`` reweights eABF frames to the
+Accuracy, not speed. ``mk.biasing.reweight.eabf_log_weights`` reweights eABF frames to the
 Boltzmann density with one of two free-energy estimates, the run's CZAR free energy or its own
 ABF estimate (``estimator="czar"`` or ``"abf"``). FEBILAE trains each autoencoder on such
 weights, so an error in them is an error in what the next CV learns. The script measures the
@@ -36,7 +36,7 @@ from _common import print_table  # noqa: E402
 
 import mdcvkit as mk  # noqa: E402
 from mdcvkit.biasing import DescriptorCV, ExtendedABF, Grid, Torsion  # noqa: E402
-from mdcvkit.biasing.iterative import ESTIMATORS, eabf_log_weights  # noqa: E402
+from mdcvkit.biasing.reweight import ESTIMATORS, eabf_log_weights  # noqa: E402
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 

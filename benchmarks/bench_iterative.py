@@ -23,9 +23,10 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
   evaluation;
 * eABF sampling: the eABF run of ``--steps`` steps along the previous CV (the same run
   again, minus the set-up), CZAR's final estimate included;
-* featurisation: the features of the stored frames;
+* featurisation: the features of the stored frames (the training computes them again, through
+  ``AutoencoderCV`` on an in-memory Universe of the frames);
 * weights: ``eabf_log_weights`` (the loop's default ABF estimate and histogram of the sampled CV) and the ESS;
-* training: a fresh autoencoder on the weighted frames (``--n-models``: that many, averaged);
+* training: a fresh ``AutoencoderCV`` on the weighted frames (``--n-models``: that many, averaged);
 * bootstrap threshold: ``n_bootstrap`` autoencoders on 10 % of the frames and their regscores;
 * kNN regscores of the same bootstrap CVs, what ``criterion="knn"`` scores them with instead;
 * bookkeeping: regscore and kNN regscore against the previous CV, the score against (φ, ψ), the
@@ -34,9 +35,8 @@ reference; then one biased iteration is taken apart into the stages ``run()`` ch
 Then the per-step cost of the routes a learned CV can take into OpenMM, on the same system:
 the unbiased step, the compiled expression route (body-frame coordinates as above, and the 25
 distances between heavy atoms three or more bonds apart) and the Python route (Kabsch-aligned
-heavy-atom coordinates, 30-40-2, PythonForce evaluating the CV's NumPy twin each step, and the same
-CV through a torch forward and backward pass, what any other CV module costs), each as a harmonic
-bias on a freshly initialised CV; and the body-frame and NumPy-twin routes again with four times
+heavy-atom coordinates, 30-40-2, PythonForce evaluating the torch module each step), each as a
+harmonic bias on a freshly initialised CV; and the body-frame and Python routes again with four times
 the hidden units, the size of the average ``n_models=4`` trains.
 
 Timings depend on the machine and its load; compare stages from the same run.
@@ -60,11 +60,11 @@ from _common import print_table  # noqa: E402
 import mdcvkit as mk  # noqa: E402
 from mdcvkit.analysis import CollectiveVariable  # noqa: E402
 from mdcvkit.biasing import IterativeCVLearning, add_cv_bias  # noqa: E402
-from mdcvkit.biasing.iterative import _ess, _ScaledCV, eabf_log_weights  # noqa: E402
+from mdcvkit.biasing._febilae import cv_values, histogram_pmf  # noqa: E402
+from mdcvkit.biasing.reweight import eabf_log_weights, effective_sample_size  # noqa: E402
 from mdcvkit.features import AlignedPositions, PairwiseDistances, make_featurizer  # noqa: E402
 from mdcvkit.metrics import knn_regscore, regscore, regscore_threshold, unwrap_angles  # noqa: E402
 from mdcvkit.models import AutoEncoder  # noqa: E402
-from mdcvkit.training import Trainer  # noqa: E402
 
 
 def vacuum_alanine():
@@ -119,11 +119,12 @@ def main():
     heavy, featurizer = group.indices.tolist(), make_featurizer(args.features, group)
     frames = make_featurizer("frame", group)
     loop = IterativeCVLearning(system, featurizer, particles=heavy, positions=start / 10, temperature=300,
-                               integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004), n_cv=2, hidden=hidden,
-                               steps_per_iteration=steps,
-                               sample_frequency=args.sample_frequency, n_bins=15, grid_margin=0.5, kappa=40.0,
-                               full_samples=20, reference=phi_psi, n_models=args.n_models,
-                               trainer=Trainer(max_epochs=epochs, patience=10))  # fmt: skip
+                               integrator=openmm.LangevinMiddleIntegrator(300, 1, 0.004),
+                               estimator={"n_cv": 2, "hidden": hidden, "activation": "tanh", "max_epochs": epochs,
+                                          "patience": 10},
+                               sampling={"steps": steps, "sample_frequency": args.sample_frequency, "n_bins": 15,
+                                         "grid_margin": 0.5, "kappa": 40.0, "full_samples": 20},
+                               reference=phi_psi, n_models=args.n_models)  # fmt: skip
     print(f"# bench_iterative: OpenMM {openmm.__version__}, torch {torch.__version__}, "
           f"{platform.node()} {platform.processor() or ''}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
     kind = {"aligned": "Kabsch-aligned", "frame": "body-frame"}[args.features]
@@ -133,7 +134,7 @@ def main():
 
     # iteration 0, for reference
     (positions0, last0), t_unbiased = timed(loop._sample_unbiased, 0)
-    cv0, t_train0 = timed(loop._train, loop._features(positions0), None, 0)
+    cv0, t_train0 = timed(loop._train, positions0, None, 0)
 
     # iteration 1, stage by stage, as IterativeCVLearning._iteration chains them
     grid = loop._grid(cv0, positions0)
@@ -144,17 +145,18 @@ def main():
     _, t_setup = timed(set_up)
     (eabf, _), t_eabf = timed(loop._eabf, cv0, grid, steps, 1, last0)
     positions = eabf.results.samples.positions.values
-    features, t_features = timed(loop._features, positions)
+    with torch.no_grad():
+        _, t_features = timed(loop.featurizer, torch.as_tensor(positions, dtype=torch.float32))
     start_weights = time.perf_counter()
-    log_w = eabf_log_weights(eabf, loop.weights)
-    ess = _ess(log_w)
+    log_w = eabf_log_weights(eabf, loop.sampling.weights)
+    ess = effective_sample_size(log_w)
     t_weights = time.perf_counter() - start_weights
-    cv1, t_train = timed(loop._train, features, log_w, 1)
+    cv1, t_train = timed(loop._train, positions, log_w, 1)
 
     fitted = []
 
     def fit_cv(indices):
-        model = cv1 if indices is None else loop._train(features, log_w, 1, indices)
+        model = cv1 if indices is None else loop._train(positions, log_w, 1, indices)
         with torch.no_grad():
             fitted.append(model(torch.as_tensor(positions, dtype=torch.float32)).numpy())
         return fitted[-1]
@@ -170,7 +172,7 @@ def main():
         knn = knn_regscore(cv0(x).numpy(), cv1(x).numpy())
         reference = regscore(cv1(x).numpy(), phi_psi(positions))
     next_grid = loop._grid(cv1, positions)
-    loop._pmf(cv1, positions, log_w, next_grid)
+    histogram_pmf(cv_values(cv1, positions), log_w, next_grid, loop.kT)
     t_rest = time.perf_counter() - start_rest
 
     stages = [("eABF set-up (Context, CV force)", t_setup), ("eABF sampling", t_eabf - t_setup),
@@ -189,34 +191,26 @@ def main():
           f"kNN regscore {knn:.4f}, threshold {knn_threshold:.4f}, "
           f"score of ξ1 against (φ, ψ) {reference:.4f}")  # fmt: skip
 
-    # per-step cost of the two routes a learned CV can take
+    # per-step cost of the routes a learned CV can take
     torch.manual_seed(0)
-    frame_ae = AutoEncoder(frames.n_features, 2, hidden=hidden)
-    frame_cv = _ScaledCV(frames, frame_ae, np.zeros(2), np.ones(2)).descriptor_cv()
-    # an average of four autoencoders (n_models=4) is one encoder with four times the hidden units
-    wide = [h * 4 for h in hidden]
-    frame_wide = _ScaledCV(frames, AutoEncoder(frames.n_features, 2, hidden=wide), np.zeros(2), np.ones(2))
-    distances = PairwiseDistances(len(heavy), pairs)
-    distance_ae = AutoEncoder(distances.n_features, 2, hidden=hidden)
-    distance_cv = _ScaledCV(distances, distance_ae, np.zeros(2), np.ones(2)).descriptor_cv()
-    aligned = AlignedPositions(start[heavy])
-    aligned_cv = CollectiveVariable(aligned, AutoEncoder(aligned.n_features, 2, hidden=hidden)).eval()
+    wide = [h * 4 for h in hidden]  # an average of four autoencoders (n_models=4) is one encoder this wide
+
+    def fresh(featurizer, sizes):
+        return CollectiveVariable(featurizer, AutoEncoder(featurizer.n_features, 2, hidden=sizes)).eval()
+
+    distances, aligned = PairwiseDistances(len(heavy), pairs), AlignedPositions(start[heavy])
     base = per_step(system, start / 10, route_steps * 10)
-    frame = per_step(system, start / 10, route_steps * 10, frame_cv, heavy, "expression")
-    expression = per_step(system, start / 10, route_steps * 10, distance_cv, heavy, "expression")
-    python = per_step(system, start / 10, route_steps, aligned_cv, heavy, "python")
-    frame4 = per_step(system, start / 10, route_steps * 10, frame_wide.descriptor_cv(), heavy, "expression")
-    aligned_wide = CollectiveVariable(aligned, AutoEncoder(aligned.n_features, 2, hidden=wide)).eval()
-    python4 = per_step(system, start / 10, route_steps, aligned_wide, heavy, "python")
-    # wrapped, the CV is no longer one numpy_twin covers: torch evaluates it, as it would any module
-    python_torch = per_step(system, start / 10, route_steps, torch.nn.Sequential(aligned_cv), heavy, "python")
+    frame = per_step(system, start / 10, route_steps * 10, fresh(frames, hidden), heavy, "expression")
+    expression = per_step(system, start / 10, route_steps * 10, fresh(distances, hidden), heavy, "expression")
+    python = per_step(system, start / 10, route_steps, fresh(aligned, hidden), heavy, "python")
+    frame4 = per_step(system, start / 10, route_steps * 10, fresh(frames, wide), heavy, "expression")
+    python4 = per_step(system, start / 10, route_steps, fresh(aligned, wide), heavy, "python")
     table = [("run (Reference platform, 4 fs)", "ms/step", "ratio to unbiased")]
     for name, t in (("unbiased", base), ("expression route: body-frame coordinates -> MLP", frame),
                     ("expression route: distances -> MLP", expression),
-                    ("python route: aligned coordinates -> MLP (NumPy twin)", python),
-                    ("python route: aligned coordinates -> MLP (torch)", python_torch),
+                    ("python route: aligned coordinates -> MLP", python),
                     ("expression route: body-frame coordinates -> 4x wider MLP (n_models=4)", frame4),
-                    ("python route: aligned coordinates -> 4x wider MLP (NumPy, n_models=4)", python4)):  # fmt: skip
+                    ("python route: aligned coordinates -> 4x wider MLP (n_models=4)", python4)):  # fmt: skip
         table.append((name, f"{t * 1e3:.4f}", f"{t / base:.1f}"))
     print()
     print_table(table)

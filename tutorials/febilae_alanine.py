@@ -27,7 +27,6 @@ import mdcvkit as mk
 from mdcvkit.biasing import IterativeCVLearning
 from mdcvkit.features import AlignedPositions, dihedral_angles
 from mdcvkit.metrics import unwrap_angles
-from mdcvkit.training import Trainer
 
 #: heavy atoms but the acetyl CH3 (the fit: backbone and Cβ), and those of them the encoder reads (no Cβ)
 FIT, READ = [1, 2, 3, 4, 5, 6, 7, 8, 9], [0, 1, 2, 3, 5, 6, 7, 8]
@@ -52,20 +51,21 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    steps, hidden, trainer = 3_750_000, (40,), Trainer(max_epochs=100, patience=10)
+    steps, hidden, epochs = 3_750_000, (40,), {"max_epochs": 100, "patience": 10}
     if args.quick:
-        steps, hidden, trainer = 5_000, (8,), Trainer(max_epochs=5, patience=5)
+        steps, hidden, epochs = 5_000, (8,), {"max_epochs": 5, "patience": 5}
     setup = mk.datasets.alanine_dipeptide_system("vacuum")  # started in C7eq
     heavy = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
     names = [heavy.names[k] for k in FIT]
     featurizer = AlignedPositions(heavy.positions[FIT], names=names, atoms=READ)
     loop = IterativeCVLearning(
         setup.system, featurizer, particles=heavy.indices[FIT], positions=setup.positions,
-        temperature=setup.temperature, integrator=setup.integrator(), n_cv=2, hidden=hidden, trainer=trainer,
-        n_models=args.n_models, steps_per_iteration=steps, sample_frequency=20, n_bins=30, grid_margin=0.2,
-        kappa=args.kappa, full_samples=20, weights="abf", min_score=0.99, patience=2,
-        max_iterations=args.max_iterations, reference=phi_psi, production_steps=steps, seed=args.seed,
-        state_file=f"{args.out}_s{args.seed}_k{args.kappa:g}_n{args.n_models}.state",
+        temperature=setup.temperature, integrator=setup.integrator(),
+        estimator={"n_cv": 2, "hidden": hidden, "activation": "elu", **epochs}, n_models=args.n_models,
+        sampling={"steps": steps, "sample_frequency": 20, "n_bins": 30, "grid_margin": 0.2, "kappa": args.kappa,
+                  "full_samples": 20, "weights": "abf", "production_steps": steps},
+        convergence={"min_score": 0.99, "patience": 2, "max_iterations": args.max_iterations},
+        reference=phi_psi, seed=args.seed, state_file=f"{args.out}_s{args.seed}_k{args.kappa:g}_n{args.n_models}.state",
     )  # fmt: skip
     begin = time.perf_counter()
     loop.run()

@@ -1,6 +1,7 @@
 """The autoencoder family. ``MODELS`` maps the names accepted by ``AutoencoderCV(model=...)`` to classes."""
 
 from .ae import AutoEncoder
+from .averaging import affine_cv, average_autoencoders
 from .base import BaseAutoencoder, Normalization, apply_in_chunks
 from .dae import DenoisingAutoEncoder
 from .gmvae import GaussianMixtureVAE
@@ -31,5 +32,7 @@ __all__ = [
     "TimeLaggedAutoEncoder",
     "VariationalAutoEncoder",
     "WassersteinAutoEncoder",
+    "affine_cv",
     "apply_in_chunks",
+    "average_autoencoders",
 ]
