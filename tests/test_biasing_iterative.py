@@ -631,6 +631,26 @@ def test_estimator_sampling_and_convergence_must_be_settings(toy):
         Sampling(steps=100)
     with pytest.raises(ValueError, match=r"min_score=1.5 must be a regscore <= 1"):
         Convergence(min_score=1.5)
+    with pytest.raises(ValueError, match=r"bias_stride=3 must divide sample_frequency=50.*sample_frequency=48"):
+        Sampling(bias_stride=3)
+
+
+def test_bias_stride_reaches_every_eabf_run(toy, monkeypatch):
+    """sampling.bias_stride goes to ExtendedABF (multiple time stepping of the CV force); 1 adds nothing."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("bias_stride", 1))
+        raise Stop
+
+    monkeypatch.setattr(mk.biasing.iterative, "ExtendedABF", recording)
+    for stride in (1, 5):
+        with pytest.raises(Stop):
+            make(toy, steps=2_000, min_score=1.0, bias_stride=stride, estimator={"max_epochs": 5}).run()
+    assert seen == [1, 5]
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,8 @@ class Sampling:
         Samples per bin before the full ABF force applies (:class:`~mdcvkit.biasing.ExtendedABF`).
     bias_stride : int, default 1
         Steps between evaluations of the CV coupling force (multiple time stepping, passed to
-        :class:`~mdcvkit.biasing.ExtendedABF`).
+        :class:`~mdcvkit.biasing.ExtendedABF`; needs a Langevin integrator); must divide
+        ``sample_frequency``.
     route : {"auto", "expression", "python", "torch"}, default "auto"
         How eABF puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`).
     start : {"previous", "initial"}, default "previous"
@@ -111,6 +112,10 @@ class Sampling:
         for name, low in (("steps", 1), ("sample_frequency", 1), ("n_bins", 2), ("full_samples", 1),
                           ("bias_stride", 1), ("production_steps", 0)):  # fmt: skip
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        if self.sample_frequency % self.bias_stride:
+            raise ValueError(f"bias_stride={self.bias_stride} must divide sample_frequency={self.sample_frequency}: "
+                             f"frames are stored between bias evaluations; pass e.g. sample_frequency="
+                             f"{self.bias_stride * max(1, self.sample_frequency // self.bias_stride)}")  # fmt: skip
         if self.steps < 10 * self.sample_frequency:
             raise ValueError(f"steps={self.steps} gives fewer than 10 frames with sample_frequency="
                              f"{self.sample_frequency}; sample longer or more often")  # fmt: skip
