@@ -8,8 +8,8 @@ public API.
 import math
 import numbers
 
-__all__ = ["MAX_SEED", "is_int", "check_int", "check_slice", "check_seed", "openmm_seed", "check_number",
-           "select_atoms"]
+__all__ = ["MAX_SEED", "is_int", "check_int", "check_slice", "check_frames", "check_seed", "openmm_seed",
+           "check_number", "select_atoms"]
 
 MAX_SEED = 2**32 - 1  # the largest seed numpy.random.default_rng and torch.manual_seed share
 
@@ -59,6 +59,39 @@ def check_slice(start, stop, step):
                              "or None")
     if step is not None:
         check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
+
+
+def check_frames(frames, n_frames):
+    """Raise ValueError unless ``frames`` selects frames of a trajectory of ``n_frames`` frames.
+
+    Parameters
+    ----------
+    frames : array_like of int or bool
+        Frame indices (negative count from the end) or a boolean mask of length ``n_frames``.
+    n_frames : int
+        Frames of the trajectory.
+    """
+    import numpy as np
+
+    try:
+        values = np.asarray(frames)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"frames must be a sequence of frame indices or a boolean mask, not "
+                         f"{type(frames).__name__}") from err
+    if values.ndim != 1:
+        raise ValueError(f"frames has shape {values.shape}; pass a 1-D sequence of frame indices, e.g. "
+                         "frames=[0, 10, 20]")
+    if values.dtype == bool:
+        if len(values) != n_frames:
+            raise ValueError(f"frames is a boolean mask of length {len(values)}, but the trajectory has {n_frames} "
+                             "frames; pass one value per frame")
+        return
+    if len(values) and not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"frames={frames!r} must hold integer frame indices (or booleans), not {values.dtype}")
+    bad = values[(values >= n_frames) | (values < -n_frames)]
+    if len(bad):
+        raise ValueError(f"frames holds {bad[0]}, out of range for a trajectory of {n_frames} frames "
+                         f"(valid: {-n_frames} to {n_frames - 1})")
 
 
 def select_atoms(atoms, select, name="select"):

@@ -57,10 +57,13 @@ def topology_universe(atoms):
     Parameters
     ----------
     atoms : dict
-        ``names``, ``resnames``, ``resids`` (one per atom) and optionally
-        ``masses`` (u; guessed from the names when absent), ``segids`` (one
-        per atom; consecutive runs become segments, default "SYSTEM") and
-        ``bonds`` (pairs of positions within the atoms).
+        ``names`` (one per atom; with ``has_names`` False they are indices and
+        the atoms are named "X") and optionally ``resnames`` (default "UNK"),
+        ``resids`` (default one residue, 1), ``masses`` (u; guessed from the
+        names when absent, 1 without names), ``segids`` (one per atom;
+        consecutive runs become segments, default "SYSTEM") and ``bonds``
+        (pairs of positions within the atoms). Topologies without residues or
+        names (Universes built from arrays, XYZ files) therefore work.
 
     Returns
     -------
@@ -69,9 +72,11 @@ def topology_universe(atoms):
         segments and bonds that repair (:class:`mdcvkit.BondGeometryRepair`)
         and comparison (:func:`mdcvkit.metrics.compare_ensembles`) need.
     """
-    names = list(atoms["names"])
-    resids = np.asarray(atoms["resids"])
-    n_atoms = len(names)
+    n_atoms = len(atoms["names"])
+    has_names = atoms.get("has_names", True)
+    names = list(atoms["names"]) if has_names else ["X"] * n_atoms
+    resids = np.asarray(atoms.get("resids") or [1] * n_atoms)
+    resnames = atoms.get("resnames") or ["UNK"] * n_atoms
     segids = np.asarray(atoms.get("segids") or ["SYSTEM"] * n_atoms)
     starts = np.r_[True, (resids[1:] != resids[:-1]) | (segids[1:] != segids[:-1])]
     resindex = np.cumsum(starts) - 1
@@ -81,12 +86,12 @@ def topology_universe(atoms):
                                   residue_segindex=np.cumsum(segment_starts) - 1, trajectory=False)
     universe.add_TopologyAttr("names", names)
     universe.add_TopologyAttr("types", [n[0] for n in names])
-    universe.add_TopologyAttr("resnames", [atoms["resnames"][i] for i in np.flatnonzero(starts)])
+    universe.add_TopologyAttr("resnames", [resnames[i] for i in np.flatnonzero(starts)])
     universe.add_TopologyAttr("resids", resids[starts])
     universe.add_TopologyAttr("segids", segids[starts][segment_starts])
     masses = atoms.get("masses")
     if masses is None:
-        masses = DefaultGuesser(universe).guess_masses(universe.atoms.types)
+        masses = DefaultGuesser(universe).guess_masses(universe.atoms.types) if has_names else np.ones(n_atoms)
     universe.add_TopologyAttr("masses", np.asarray(masses, dtype=np.float64))
     if atoms.get("bonds"):
         universe.add_TopologyAttr("bonds", [tuple(int(i) for i in bond) for bond in atoms["bonds"]])
@@ -98,7 +103,9 @@ def _subset_table(atoms, keep):
     keep = [int(k) for k in keep]
     if keep == list(range(len(atoms["names"]))):
         return atoms
-    table = {key: [values[k] for k in keep] for key, values in atoms.items() if key != "bonds"}
+    n_atoms = len(atoms["names"])
+    table = {key: [values[k] for k in keep] if isinstance(values, list) and len(values) == n_atoms else values
+             for key, values in atoms.items() if key != "bonds"}
     where = {k: n for n, k in enumerate(keep)}
     table["bonds"] = [[where[i], where[j]] for i, j in atoms.get("bonds") or () if i in where and j in where]
     return table

@@ -78,7 +78,8 @@ def feature_importance(cv_module, features, atoms, weights=None, per="feature", 
     values = (total / weight_sum).numpy()
     units = "CV per feature scale" if normalized else "CV per feature unit"
     attrs = {"long_name": "feature importance (mean |∂CV/∂feature|)", "units": units}
-    names, resids, resnames = atoms["names"], np.asarray(atoms["resids"]), atoms["resnames"]
+    names = atoms["names"]  # topologies without residues count as one residue (resid 1, no resname)
+    resids, resnames = np.asarray(atoms.get("resids") or [1] * len(names)), atoms.get("resnames") or [""] * len(names)
     if per == "feature":
         return xr.DataArray(values, dims=("cv", "feature"), attrs=attrs, coords={
             "cv": np.arange(model.n_cv), "label": ("feature", list(featurizer.labels)),

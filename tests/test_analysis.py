@@ -167,11 +167,11 @@ def test_transform_and_load_errors(tmp_path, ala2, fitted):
         fitted.transform(ala2.select_atoms("backbone"))
     with pytest.raises(ValueError, match="call run\\(\\) before transform"):
         mk.AutoencoderCV(ala2.select_atoms("not name H*")).transform(ala2.atoms)
-    with pytest.raises(FileNotFoundError, match="no saved CV"):
+    with pytest.raises(FileNotFoundError, match="missing.pt': no such file; expected a CV saved by"):
         mk.AutoencoderCV.load(tmp_path / "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="is not a CV saved by mdcvkit"):
+    with pytest.raises(ValueError, match="corrupt.pt' is a text file .*, not a CV saved by mdcvkit"):
         mk.AutoencoderCV.load(corrupt)
 
 
