@@ -231,6 +231,35 @@ class AutoencoderCV(AnalysisBase):
             )
         return reference
 
+    def get_params(self):
+        """Settings of this estimator, read back from its ``__init__`` signature (deeptime's ``get_params``).
+
+        Every keyword but ``atomgroup`` is read from the attribute of the same name, else from the
+        trainer's (``max_epochs``, ``batch_size``, …); ``model`` is the model's name, and the model's own
+        settings (``**model_kwargs``) are merged in. Values are the stored objects, not copies.
+
+        Returns
+        -------
+        dict
+            ``type(cv)(atomgroup, **cv.get_params())`` builds an unfitted twin on other frames (how
+            :class:`~mdcvkit.biasing.IterativeCVLearning` trains each iteration).
+
+        Raises
+        ------
+        ValueError
+            For a CV read with :meth:`load`, which keeps the model but not the training settings.
+        """
+        if not hasattr(self, "trainer"):
+            raise ValueError("get_params() needs the settings of an AutoencoderCV built with __init__; one read "
+                             "by load() keeps only the fitted CV: build AutoencoderCV(...) with the settings")
+        params = {}
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name in ("self", "atomgroup") or parameter.kind == parameter.VAR_KEYWORD:
+                continue
+            stored = self.model_name if name == "model" else getattr(self, name, None)
+            params[name] = stored if name == "model" or hasattr(self, name) else getattr(self.trainer, name)
+        return {**params, **self.model_kwargs}
+
     def run(self, start=None, stop=None, step=None, frames=None, verbose=False, *, backend="serial",
             n_workers=None):
         """Read the frames, compute features, train the model and compute the CV.
