@@ -30,9 +30,10 @@ def _linear_layers(model, argument, from_features=True):
     layers = [m for m in encoder if isinstance(m, nn.Linear)] if isinstance(encoder, nn.Sequential) else []
     if not layers or not isinstance(encoder[-1], nn.Linear) or layers[-1].out_features < model.n_cv \
             or (from_features and layers[0].in_features != model.n_features):
-        raise ValueError(f"{argument} is a {type(model).__name__} whose encoder is not a feed-forward network from "
-                         f"the features to a Linear layer with the CV among its outputs; pass models of the family "
-                         f"family built on FeedForward encoders (ae, tae, vae, wae, dae)")  # fmt: skip
+        raise ValueError(f"{argument} is a {type(model).__name__} whose encoder is not a feed-forward network "
+                         f"from the features to a Linear layer with the CV among its outputs; pass models built on "
+                         f"FeedForward encoders (ae, tae, vae, wae, dae); gmvae models are not averaged "
+                         f"(n_models=1)")  # fmt: skip
     return layers
 
 
