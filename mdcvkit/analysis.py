@@ -700,7 +700,8 @@ def _atom_table(group):
 
 #: Atom attributes compared by :func:`_check_atoms` where both sides have them, with their tolerance
 #: (None: equal). Segment ids are not compared: the same atoms often carry other ones in other files.
-_COMPARED = {"names": None, "resnames": None, "resids": None, "masses": 0.1}
+_COMPARED = {"names": ("name", None), "resnames": ("resname", None), "resids": ("resid", None),
+             "masses": ("mass", 0.1)}
 
 
 def _check_atoms(group, table, name, trained, fix):
@@ -713,7 +714,7 @@ def _check_atoms(group, table, name, trained, fix):
     if group.n_atoms != n:
         raise ValueError(f"{name} has {group.n_atoms} atoms, but {trained} {n} atoms; {fix}")
     other = _atom_table(group)
-    for attribute, tolerance in _COMPARED.items():
+    for attribute, (singular, tolerance) in _COMPARED.items():
         if attribute == "names" and not (table.get("has_names", True) and other["has_names"]):
             continue
         if attribute not in table or attribute not in other:
@@ -723,7 +724,7 @@ def _check_atoms(group, table, name, trained, fix):
         if np.any(differ):
             k = int(np.flatnonzero(differ)[0])
             raise ValueError(
-                f"{name} does not hold the same atoms: its atom {k} has {attribute[:-1]} {mine[k].item()!r}, but "
+                f"{name} does not hold the same atoms: its atom {k} has {singular} {mine[k].item()!r}, but "
                 f"{trained} {theirs[k].item()!r} there ({int(np.sum(differ))} of {n} atoms differ in "
                 f"{attribute}); {fix}")
 
