@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -260,53 +261,127 @@ def train(topology, trajectories, output, select="not name H*", n_cv=2, model="a
     -------
     AutoencoderCV
     """
-    import MDAnalysis as mda
-
     from ._checks import select_atoms
     from .analysis import AutoencoderCV
+    from .training import MIN_FRAMES
 
-    for path in [topology, *trajectories]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no file at '{path}'; check the path of the topology and the trajectories")
-    universes = [mda.Universe(topology, t) for t in trajectories] or [mda.Universe(topology)]
+    output = _check_paths(topology, trajectories, output)
+    universes = [_universe(topology, t) for t in trajectories] or [_universe(topology)]
+    if not trajectories and universes[0].trajectory.n_frames < MIN_FRAMES:
+        raise ValueError(f"no trajectory given, and the topology '{topology}' holds {universes[0].trajectory.n_frames} "
+                         f"frame(s), fewer than the {MIN_FRAMES} needed to train; pass trajectory files after it")
     groups = [select_atoms(u, select) for u in universes]
     if groups[0].n_atoms == 0:
         raise ValueError(f"select={select!r} selects no atom of '{topology}'; e.g. 'not name H*' or 'backbone'")
     cv = AutoencoderCV(groups, n_cv=n_cv, model=model, features=features, max_epochs=max_epochs, seed=seed)
     cv.run(step=step, verbose=verbose)
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     cv.save(output / "model.pt")
     _save_netcdf(cv.results.cv.rename("autoencoder_cv"), output / "cv.nc")
     return cv
 
 
+def _check_paths(topology, trajectories, output):
+    """Check every path before a frame is read: inputs readable files, ``output`` a writable folder to be.
+
+    Returns ``output`` as a Path. Raises FileNotFoundError, IsADirectoryError, NotADirectoryError or
+    PermissionError naming the path.
+    """
+    for path in [topology, *trajectories]:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no file at '{path}'; check the path of the topology and the trajectories")
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"'{path}' is a folder; pass a topology or trajectory file")
+        if not os.access(path, os.R_OK):
+            raise PermissionError(f"'{path}' cannot be read (permission denied); check its permissions")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"--output '{output}' is an existing file; pass a folder (it is created if missing)")
+    existing = output
+    while not existing.exists():  # the nearest folder that exists is where the new folders will be made
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--output '{output}' cannot be written: '{existing}' is not a writable folder; "
+                              "pass another output folder")
+    return output
+
+
+def _universe(*files):
+    """``MDAnalysis.Universe(*files)``, a file MDAnalysis cannot read reported as ValueError naming it."""
+    import MDAnalysis as mda
+
+    try:
+        return mda.Universe(*files)
+    except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RuntimeError) as err:
+        raise ValueError(f"MDAnalysis cannot read {' with '.join(repr(str(f)) for f in files)} "
+                         f"({type(err).__name__}: {err}); check the file formats (extension) and that the "
+                         "trajectory has the topology's atoms") from err
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed in [0, 2**32 - 1]")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="mdcvkit", description="Collective variables learned with autoencoders.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    d = commands.add_parser("demo", help="train the 2-D CV on the shipped alanine dipeptide and write a report")
-    d.add_argument("--output", default="mdcvkit-demo", help="output folder (default: mdcvkit-demo)")
-    d.add_argument("--step", type=int, default=1, help="use every STEP-th frame (default: 1)")
-    d.add_argument("--max-epochs", type=int, default=200)
-    d.add_argument("--seed", type=int, default=0)
-    t = commands.add_parser("train", help="train a CV on your trajectories")
-    t.add_argument("topology", help="topology file (PDB, PSF, GRO, …)")
-    t.add_argument("trajectories", nargs="*", help="trajectory files, each a separate trajectory")
-    t.add_argument("--output", required=True, help="output folder for cv.nc and model.pt")
-    t.add_argument("--select", default="not name H*", help="atom selection (default: heavy atoms)")
-    t.add_argument("--n-cv", type=int, default=2)
-    t.add_argument("--model", default="ae")
-    t.add_argument("--features", default="aligned")
-    t.add_argument("--step", type=int, default=None)
-    t.add_argument("--max-epochs", type=int, default=200)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--verbose", action="store_true")
+    from . import __version__
+    from .models import MODELS
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(prog="mdcvkit", description="Collective variables learned with autoencoders.",
+                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"mdcvkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d = commands.add_parser("demo", help="train the 2-D CV on the shipped alanine dipeptide and write a report",
+                            formatter_class=formatter)
+    d.add_argument("--output", default="mdcvkit-demo", help="output folder (created when missing)")
+    d.add_argument("--step", type=_positive_int, default=1, help="use every STEP-th frame (1 frame = 1 ps)")
+    d.add_argument("--max-epochs", type=_positive_int, default=200, help="most training epochs")
+    d.add_argument("--seed", type=_seed, default=0, help="seed of the training and the MSMs")
+    t = commands.add_parser("train", help="train a CV on your trajectories", formatter_class=formatter)
+    t.add_argument("topology", help="topology file (PDB, PSF, GRO, …); coordinates in Å")
+    t.add_argument("trajectories", nargs="*", help="trajectory files (DCD, XTC, …), each a separate trajectory")
+    t.add_argument("--output", required=True, help="output folder for cv.nc and model.pt (created when missing)")
+    t.add_argument("--select", default="not name H*", help="MDAnalysis selection of the CV atoms")
+    t.add_argument("--n-cv", type=_positive_int, default=2, help="dimension of the CV")
+    t.add_argument("--model", default="ae", choices=sorted(MODELS), help="autoencoder model")
+    t.add_argument("--features", default="aligned", choices=["aligned", "positions", "distances", "dihedrals"],
+                   help="input features (aligned positions in Å, distances in Å, dihedrals as sin/cos)")
+    t.add_argument("--step", type=_positive_int, default=None, help="use every STEP-th frame (None: every frame)")
+    t.add_argument("--max-epochs", type=_positive_int, default=200, help="most training epochs")
+    t.add_argument("--seed", type=_seed, default=0, help="seed of the split, minibatches and weights")
+    t.add_argument("--verbose", action="store_true", help="progress bars")
     return parser
 
 
 def main(argv=None):
     """Entry point of the ``mdcvkit`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version (0) or a usage error (2), already printed
+        return done.code
     # mdcvkit's progress at INFO; other libraries (MDAnalysis logs every analysis run at INFO) at WARNING
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("mdcvkit").setLevel(logging.INFO)
@@ -319,8 +394,9 @@ def main(argv=None):
                   model=args.model, features=args.features, step=args.step, max_epochs=args.max_epochs,
                   seed=args.seed, verbose=args.verbose)
             print(f"CV written to {Path(args.output) / 'cv.nc'} and {Path(args.output) / 'model.pt'}")
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"mdcvkit {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:  # OSError: missing, unreadable or unwritable files
+        message = " ".join(str(err).split())  # one line, whatever the message held
+        print(f"mdcvkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

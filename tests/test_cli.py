@@ -77,7 +77,7 @@ def test_train_reports_bad_input_without_traceback(tmp_path, capsys):
     status = cli.main(["train", str(data_path("ala2.pdb")), str(data_path("implicit_0.xtc")),
                        "--output", str(tmp_path), "--model", "bogus"])
     assert status == 2
-    assert "model='bogus' is not known" in capsys.readouterr().err
+    assert "argument --model: invalid choice: 'bogus'" in capsys.readouterr().err
 
 
 PDB, XTC = str(data_path("ala2.pdb")), str(data_path("implicit_0.xtc"))
@@ -87,12 +87,51 @@ PDB, XTC = str(data_path("ala2.pdb")), str(data_path("implicit_0.xtc"))
     ([PDB, "missing.xtc"], "no file at 'missing.xtc'; check the path"),
     ([PDB, XTC, "--select", "name XYZ"], "select='name XYZ' selects no atom of"),
     ([PDB, XTC, "--select", "name ("], "select='name (' is not an MDAnalysis selection"),
-    ([PDB, XTC, "--step", "0"], "step=0 must be an integer >= 1"),
+    ([PDB, XTC, "--step", "0"], "argument --step: '0' is not a positive integer"),
 ])
 def test_train_reports_bad_files_and_selections(tmp_path, capsys, arguments, message):
     assert cli.main(["train", *arguments, "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_version_and_help_with_defaults(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mdcvkit {mk.__version__}"
+    assert cli.main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [("--select", "not name H*"), ("--n-cv", "2"), ("--model", "ae"),
+                            ("--features", "aligned"), ("--step", "None"), ("--max-epochs", "200"), ("--seed", "0")]:
+        assert option in text and f"(default: {default})" in text
+    assert "Å" in text  # units
+
+
+@pytest.mark.parametrize("case, message", [
+    ("output_is_file", "--output '{out}' is an existing file; pass a folder"),
+    ("topology_is_folder", "is a folder; pass a topology or trajectory file"),
+    ("topology_only", "no trajectory given, and the topology"),
+    ("text_trajectory", "MDAnalysis cannot read"),
+    ("seed", "argument --seed: '-1' is not an integer seed"),
+])
+def test_train_checks_paths_before_it_works(tmp_path, capsys, monkeypatch, case, message):
+    out = tmp_path / "out"
+    arguments = [PDB, XTC]
+    if case == "output_is_file":
+        out.write_text("x")
+    elif case == "topology_is_folder":
+        arguments = [str(tmp_path), XTC]
+    elif case == "topology_only":
+        arguments = [PDB]
+    elif case == "text_trajectory":
+        bad = tmp_path / "bad.xtc"
+        bad.write_text("not a trajectory\n")
+        arguments = [PDB, str(bad)]
+    read = []
+    monkeypatch.setattr(mk.AutoencoderCV, "run", lambda self, *a, **k: read.append(1))  # nothing may be read
+    extra = ["--seed", "-1"] if case == "seed" else []
+    assert cli.main(["train", *arguments, "--output", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message.format(out=out) in err and "Traceback" not in err and err.count("\n") == 1 and not read
 
 
 def test_demo_repairs_and_compares_reconstructions(demo_report):
