@@ -3,6 +3,7 @@
 
 import numpy as np
 
+from ._checks import check_int, check_number, check_seed
 from .ensembles import TICA_FEATURES, compare_ensembles
 
 __all__ = ["regscore", "regscore_threshold", "unwrap_angles", "knn_score", "knn_regscore", "compare_ensembles",
@@ -10,7 +11,11 @@ __all__ = ["regscore", "regscore_threshold", "unwrap_angles", "knn_score", "knn_
 
 
 def _as_2d(values, name):
-    array = np.asarray(values, dtype=np.float64)
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numbers of shape (n_frames,) or (n_frames, n_cv), not "
+                         f"{type(values).__name__} ({err})") from err
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or len(array) < 2:
@@ -18,7 +23,8 @@ def _as_2d(values, name):
             f"{name} must have shape (n_frames,) or (n_frames, n_cv) with n_frames >= 2; got {array.shape}"
         )
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} holds NaN or infinite values")
+        raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(array)))} NaN or infinite values; drop those "
+                         "frames first")
     return array
 
 
@@ -34,11 +40,9 @@ def _frame_weights(weights, n_frames):
     """Frame weights normalised to sum 1; uniform when None."""
     if weights is None:
         return np.full(n_frames, 1.0 / n_frames)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if len(w) != n_frames or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
-        raise ValueError(f"weights must be {n_frames} finite non-negative values, not all zero "
-                         f"(got {len(w)} values); pass one weight per frame")  # fmt: skip
-    return w / w.sum()
+    from .training import normalize_weights
+
+    return normalize_weights(n_frames, weights)
 
 
 def _affine_map(x, y, w):
@@ -75,6 +79,10 @@ def regscore(a, b, weights=None):
     Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022).
     """
     x, y = _paired(a, b)
+    if len(x) <= x.shape[1] + 1:
+        raise ValueError(f"regscore needs more frames than the {x.shape[1] + 1} parameters per component of the "
+                         f"affine map from a ({x.shape[1]} components), got {len(x)} frames: any map fits them "
+                         "exactly (the score would be 1 for any CVs); pass more frames")
     w = _frame_weights(weights, len(x))
     weight, shift = _affine_map(x, y, w)
     residual = (w[:, None] * (y - x @ weight - shift) ** 2).sum(0)
@@ -114,10 +122,15 @@ def regscore_threshold(fit_cv, n_frames, n_bootstrap=10, fraction=0.1, percentil
     threshold : float
     scores : numpy.ndarray, shape (n_bootstrap,)
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction={fraction} must be in (0, 1], e.g. 0.1")
-    if n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap={n_bootstrap} must be at least 1")
+    if not callable(fit_cv):
+        raise TypeError(f"fit_cv must be a function fit_cv(indices) -> CV on all frames, not {type(fit_cv).__name__}")
+    if isinstance(fraction, (bool, str)) or not 0 < check_number("fraction", fraction, example="0.1") <= 1:
+        raise ValueError(f"fraction={fraction!r} must be in (0, 1], e.g. 0.1")
+    check_int(n_bootstrap, "n_bootstrap", fix="pass the number of sub-samples, e.g. n_bootstrap=10")
+    check_int(n_frames, "n_frames", 2, "pass the number of frames fit_cv trains on")
+    if isinstance(percentile, (bool, str)) or not 0 <= check_number("percentile", percentile, example="5") <= 100:
+        raise ValueError(f"percentile={percentile!r} must be in [0, 100], e.g. 5")
+    check_seed(seed)
     score = regscore if score is None else score
     rng = np.random.default_rng(seed)
     size = max(2, int(round(fraction * n_frames)))
@@ -204,10 +217,15 @@ def knn_score(cv, targets, lengths=None, n_neighbors=10, test_fraction=0.3, seed
     if lengths is not None and sum(lengths) != len(x):
         raise ValueError(f"lengths={list(lengths)} add up to {sum(lengths)} frames but cv has {len(x)}; pass the "
                          "frames of each trajectory, in order")
+    check_int(n_neighbors, "n_neighbors", fix="pass e.g. n_neighbors=10")
     w = _frame_weights(weights, len(x))
     test = validation_mask([len(x)] if lengths is None else lengths, test_fraction, seed=seed)
     if not w[test].sum() > 0:
         raise ValueError("weights are zero on every held-out frame; give weight to more frames or pass another seed")
+    if n_neighbors > int((~test).sum()):
+        raise ValueError(f"n_neighbors={n_neighbors} is more than the {int((~test).sum())} training frames of the kNN "
+                         f"regression ({len(x)} frames, test_fraction={test_fraction}); pass a smaller n_neighbors "
+                         "or more frames")
     # the weighted mean of each held-out frame's neighbours (the plain mean for uniform weights): an estimate
     # of the target's expectation given the CV under the weighted density
     neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(x[~test]).kneighbors(x[test], return_distance=False)

@@ -88,12 +88,16 @@ def free_energy_surface(cv, ax=None, kT=KT_300K, bins=60, weights=None, levels=2
     -------
     matplotlib.axes.Axes
     """
-    values = np.asarray(cv, dtype=float)
-    values = values[:, None] if values.ndim == 1 else values
-    if values.ndim != 2 or len(values) < 2:
-        raise ValueError(
-            f"cv must have shape (n_frames,) or (n_frames, n_cv) with n_frames >= 2; got {values.shape}"
-        )
+    from ._checks import check_int, check_number
+    from .metrics import _as_2d
+    from .training import normalize_weights
+
+    values = _as_2d(cv, "cv")
+    if isinstance(kT, (bool, str)):
+        raise ValueError(f"kT={kT!r} must be a thermal energy in kJ/mol, e.g. kT=2.494 (300 K)")
+    kT = check_number("kT", kT, strict=True, example="2.494 (kJ/mol at 300 K)")
+    check_int(bins, "bins", fix="pass the number of histogram bins per dimension, e.g. bins=60")
+    weights = normalize_weights(len(values), weights)
     ax = _axes(ax)
     long_name = getattr(cv, "attrs", {}).get("long_name", "CV")
     if values.shape[1] == 1:
@@ -139,6 +143,14 @@ def ramachandran(phi, psi, color=None, ax=None, **kwargs):
         sizes["color"] = np.size(color)
     if len(set(sizes.values())) > 1:
         raise ValueError(f"phi, psi and color need one value per frame each; got sizes {sizes}")
+    for name, values in (("phi", phi), ("psi", psi)):
+        try:
+            angles = np.asarray(values, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be dihedral angles in degrees, not {type(values).__name__}") from err
+        if not np.all(np.isfinite(angles)):
+            raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(angles)))} NaN or infinite angles; drop those "
+                             "frames first (matplotlib would leave them out silently)")
     ax = _axes(ax)
     kwargs.setdefault("s", 2)
     points = ax.scatter(phi, psi, c=color, **kwargs)

@@ -340,8 +340,9 @@ class Trainer:
             data = torch.as_tensor(features) if isinstance(features, torch.Tensor) else torch.as_tensor(
                 np.asarray(features))
         except (TypeError, ValueError, RuntimeError) as err:
+            kind = getattr(np.asarray(features), "dtype", type(features).__name__)
             raise TypeError(f"features must be a numeric array of shape (n_frames, n_features), not "
-                            f"{type(features).__name__} ({err})") from err
+                            f"{type(features).__name__} of {kind}") from err
         if data.ndim != 2 or data.shape[1] != model.n_features:
             raise ValueError(
                 f"features have shape {tuple(data.shape)} but the model expects (n_frames, "
@@ -377,6 +378,11 @@ class Trainer:
                 f"{'pairs' if lag else 'frames'} with validation_fraction={self.validation_fraction}; "
                 "run over more frames or lower validation_fraction"
             )
+        if n_train < model.n_features:
+            warnings.warn(
+                f"{n_train} training frames for {model.n_features} features: with fewer frames than features "
+                "the model can memorise the frames instead of learning a CV; run over more frames (smaller step) "
+                "or use fewer features (features='distances' on fewer atoms, or top_k)", UserWarning, stacklevel=2)
         if p is not None and p[source[~is_val]].sum() <= 0:
             raise ValueError("all training frames have zero weight; check weights or validation_fraction")
         if p is not None and n_val and p[source[is_val]].sum() <= 0:

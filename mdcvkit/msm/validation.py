@@ -1,6 +1,7 @@
 """Implied timescales and Chapman–Kolmogorov test of a fitted CV in one call (see :mod:`mdcvkit.msm`)."""
 
 import logging
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -141,10 +142,22 @@ class MSMValidation:
             logger.info("implied timescales at lags %s", lags.tolist())
         its = _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf, stacklevel=3)
         lag = _flat_lag(its) if self.lag is None else check_int(self.lag, "lag")
+        if self.lag is None and len(lags) > 1 and lag == int(its.lag.values[-1]):
+            warnings.warn(
+                f"the slowest implied timescale has not levelled off within 20 % over lags {lags.tolist()}: the "
+                f"chosen lag={lag} (the longest) is not validated by the timescales; add longer lags, or look at "
+                "the implied-timescale plot and pass lag=", UserWarning, stacklevel=2)
         _check_lags(lag * mlags, shortest, int(np.argmin(lengths)), name="lag * mlags")
         if verbose:
             logger.info("Chapman-Kolmogorov test at lag %d, %d multiples", lag, mlags)
         ck = _ck_dataset(dtrajs, centers, lag, self.n_sets, mlags, n_samples, dt, seed, conf, stacklevel=3)
+        failed = int((~ck["passed"].values.astype(bool)).sum())
+        if failed:
+            warnings.warn(
+                f"the Chapman-Kolmogorov test at lag={lag} fails for {failed} of {ck['passed'].size} set-to-set "
+                f"probabilities (estimate outside the {100 * conf:g} % prediction interval): an MSM at this lag "
+                "does not reproduce the CV's kinetics; try a longer lag, more clusters or another CV",
+                UserWarning, stacklevel=2)
 
         frame_dim = "frame" if "frame" in data.dims else data.dims[0]
         assignments = xr.DataArray(
