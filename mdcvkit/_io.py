@@ -43,6 +43,8 @@ def atomic_path(path):
     FileNotFoundError
         When the folder of ``path`` does not exist (it is not created: a typo in a path should not
         leave a new tree of folders behind).
+    PermissionError
+        When the folder is not writable, or ``path`` is a read-only file.
     """
     path = as_path(path)
     if path.is_dir():
@@ -52,6 +54,11 @@ def atomic_path(path):
             f"cannot write '{path}': the folder '{path.parent}' does not exist; create it first "
             f"(Path('{path.parent}').mkdir(parents=True)) or write into an existing folder"
         )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write '{path}': the folder '{path.parent}' is not writable (permission "
+                              "denied); write into a folder of yours")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(f"cannot write '{path}': the file is read-only; make it writable or pick another name")
     # the process id keeps two writers apart; the suffix stays last for writers that add one (savefig, numpy)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:

@@ -27,6 +27,7 @@ from .features import (
     make_featurizer,
 )
 from .models import ACTIVATIONS, MODELS, apply_in_chunks
+from .models.base import check_hidden
 from .training import Trainer, normalize_weights
 
 __all__ = ["CollectiveVariable", "AutoencoderCV"]
@@ -194,7 +195,7 @@ class AutoencoderCV(AnalysisBase):
         self.model_name = model
         self.features = features
         self.reference = reference
-        self.hidden = tuple(hidden)
+        self.hidden = check_hidden(hidden)  # hidden=40 or "40" is an error here, not a tuple of digits
         self.activation = activation
         self.weights = weights
         self.log_weights = log_weights

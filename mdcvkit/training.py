@@ -307,6 +307,11 @@ class Trainer:
             check_int(n_threads, "n_threads", fix="pass e.g. n_threads=2, or 'auto'")
         self.n_threads = n_threads
         self.checkpoint = None if checkpoint is None else as_path(checkpoint, "checkpoint")
+        if self.checkpoint is not None and (self.checkpoint.is_dir() or not self.checkpoint.parent.is_dir()):
+            raise ValueError(  # here, not after the first epochs have run
+                f"checkpoint={str(self.checkpoint)!r} " + ("is a folder; pass the path of a file in it" if
+                self.checkpoint.is_dir() else f"is in a folder that does not exist; create "
+                                              f"'{self.checkpoint.parent}' first or pass another path"))
         self.checkpoint_every = checkpoint_every
 
     def _threads(self, model):

@@ -115,3 +115,24 @@ def test_msm_validation_warns_when_its_lag_is_not_validated():
         validation.run()
     messages = " ".join(str(w.message) for w in record)
     assert "has not levelled off" in messages or "Chapman-Kolmogorov test at lag" in messages
+
+
+def test_checkpoint_in_a_missing_folder_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"checkpoint=.*nowhere.* is in a folder that does not exist"):
+        Trainer(checkpoint=tmp_path / "nowhere" / "ck.pt")
+    with pytest.raises(ValueError, match=r"checkpoint=.* is a folder; pass the path of a file"):
+        Trainer(checkpoint=tmp_path)
+
+
+def test_autoencoder_cv_hidden_is_checked_before_reading_frames():
+    import mdcvkit as mk
+
+    heavy = mk.datasets.alanine_dipeptide().select_atoms("not name H*")
+    with pytest.raises(TypeError, match=r"hidden=40 must be a sequence of layer sizes"):
+        mk.AutoencoderCV(heavy, hidden=40)
+    with pytest.raises(TypeError, match=r"hidden='40' must be a sequence"):
+        mk.AutoencoderCV(heavy, hidden="40")
+    with pytest.raises(ValueError, match=r"hidden=\(2\.5,\) holds 2\.5"):
+        mk.AutoencoderCV(heavy, hidden=(2.5,))
+    with pytest.raises(TypeError, match=r"learning_rate='fast' must be a number"):
+        mk.AutoencoderCV(heavy, learning_rate="fast")

@@ -187,3 +187,27 @@ def test_save_load_round_trip_is_exact(tmp_path, saved_cv):
     for a, b in zip(cv.results.model.state_dict().values(), again.results.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert again.results.model.model.get_params() == cv.results.model.model.get_params()
+
+
+def test_read_only_file_or_folder_is_named_before_writing(tmp_path, saved_cv):
+    import mdcvkit._io as io
+
+    cv = mk.AutoencoderCV.load(saved_cv)
+    target = tmp_path / "ro.pt"
+    target.write_text("old")
+    target.chmod(0o444)
+    if os.access(target, os.W_OK):  # root writes anywhere
+        pytest.skip("running as root: permissions are not enforced")
+    with pytest.raises(PermissionError, match="ro.pt': the file is read-only"):
+        cv.save(target)
+    assert target.read_text() == "old" and io._before_rename is None
+
+
+def test_unwritable_folder_is_named(tmp_path, monkeypatch):
+    import mdcvkit._io as io
+
+    monkeypatch.setattr(io.os, "access", lambda path, mode: str(path) != str(tmp_path))  # as for a non-root user
+    with pytest.raises(PermissionError, match=r"cannot write '.*cv.pt': the folder .* is not writable"), \
+            atomic_path(tmp_path / "cv.pt"):
+        pass
+    assert not list(tmp_path.iterdir())
