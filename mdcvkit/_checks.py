@@ -113,11 +113,16 @@ def select_atoms(atoms, select, name="select"):
     """
     from MDAnalysis.exceptions import SelectionError
 
+    if not isinstance(select, str):
+        raise TypeError(f"{name}={select!r} must be an MDAnalysis selection string, e.g. 'not name H*'")
     try:
         return atoms.select_atoms(select)
     except SelectionError as err:
         raise ValueError(f"{name}={select!r} is not an MDAnalysis selection ({err}); e.g. 'not name H*' or "
                          "'backbone'") from err
+    except AttributeError as err:  # a keyword on an attribute the topology lacks (NoDataError, or 'Topology' …)
+        raise ValueError(f"{name}={select!r} needs an atom attribute this topology does not have ({err}); select "
+                         "by index instead, e.g. 'index 0:9', or 'all'") from err
 
 
 def check_seed(seed):

@@ -28,6 +28,17 @@ TICA_FEATURES = {
 }
 
 
+def _labels(atoms, attribute="names"):
+    """Atom names, residue names (str) or residue ids of ``atoms``; for topologies without them, the atom
+    indices as names, "" as residue names and 1 as residue ids."""
+    try:
+        values = np.asarray(getattr(atoms, attribute))
+    except AttributeError:  # MDAnalysis' NoDataError: a Universe built from arrays, XYZ, …
+        defaults = {"names": atoms.indices.astype(str), "resids": np.ones(len(atoms), dtype=int)}
+        return defaults.get(attribute, np.full(len(atoms), ""))
+    return values if attribute == "resids" else values.astype(str)
+
+
 def _ensemble_positions(ensemble, select, name):
     """Selected atoms of ``ensemble`` and a copy of their positions over all frames (Å)."""
     if not hasattr(ensemble, "select_atoms") or not hasattr(ensemble, "universe"):
@@ -66,7 +77,7 @@ def _backbone_dihedrals(atoms, name):
         with same_frame(atoms.universe.trajectory), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot determine phi and psi angles")
             analysis = Ramachandran(atoms.residues.atoms).run()
-    except ValueError as err:
+    except (ValueError, AttributeError) as err:  # AttributeError: a topology without names or residues
         raise ValueError(f"backbone dihedrals of {name} cannot be computed ({err}); pass dihedrals=False "
                          f"for ensembles without full protein backbones") from err
     return np.asarray(analysis.results.angles, dtype=np.float64), analysis.ag3.residues.resids
@@ -463,8 +474,8 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         raise ValueError(f"tica_features={tica_features!r} is not known; use one of {sorted(TICA_FEATURES)}")
     ref_atoms, ref_positions = _ensemble_positions(reference, select, "reference")
     gen_atoms, gen_positions = _ensemble_positions(generated, select, "generated")
-    if (len(ref_atoms) != len(gen_atoms) or np.any(ref_atoms.names != gen_atoms.names)
-            or np.any(ref_atoms.resnames != gen_atoms.resnames)):
+    if (len(ref_atoms) != len(gen_atoms) or np.any(_labels(ref_atoms) != _labels(gen_atoms))
+            or np.any(_labels(ref_atoms, "resnames") != _labels(gen_atoms, "resnames"))):
         raise ValueError(f"select={select!r} picks {len(ref_atoms)} atoms in reference but {len(gen_atoms)} in "
                          f"generated, or atoms with different names or residue names; both ensembles must have "
                          f"the same atoms in the same order: pass the same topology or a narrower selection")
@@ -488,7 +499,7 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
         raise ValueError(f"paired=True needs the same number of frames, but reference has {n_ref} and generated "
                          f"{n_gen}; pass the reconstructions of exactly the reference frames or paired=False")
     if geometry and (reference.atoms.n_atoms != generated.atoms.n_atoms
-                     or np.any(reference.atoms.names != generated.atoms.names)):
+                     or np.any(_labels(reference.atoms) != _labels(generated.atoms))):
         raise ValueError(f"geometry=True judges all atoms, but reference has {reference.atoms.n_atoms} and "
                          f"generated {generated.atoms.n_atoms}, or their names differ; pass ensembles of the "
                          f"same atoms or geometry=False")
@@ -551,8 +562,8 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                                       f"cumulative overlap of each reference PC with the first {n_components} "
                                       f"generated PCs"),
     }
-    coords = {"atom": np.arange(n_atoms), "resid": ("atom", ref_atoms.resids),
-              "resname": ("atom", ref_atoms.resnames.astype(str)), "name": ("atom", ref_atoms.names.astype(str)),
+    coords = {"atom": np.arange(n_atoms), "resid": ("atom", _labels(ref_atoms, "resids")),
+              "resname": ("atom", _labels(ref_atoms, "resnames")), "name": ("atom", _labels(ref_atoms)),
               "atom_j": np.arange(n_atoms), "pc": ["PC1", "PC2"], "component": np.arange(1, n_components + 1),
               "bound": ["lower", "upper"]}
 

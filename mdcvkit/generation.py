@@ -36,7 +36,11 @@ def latent_points(z, n_cv):
     n_cv : int
         Latent dimension of the model.
     """
-    values = np.asarray(z.values if isinstance(z, xr.DataArray) else z, dtype=np.float64)
+    try:
+        values = np.asarray(z.values if isinstance(z, xr.DataArray) else z, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"z must be latent points, numbers of shape (n, {n_cv}), not {type(z).__name__} "
+                         f"({err})") from err
     if values.ndim == 1 and values.shape[0] == n_cv:
         values = values[None, :]
     if values.ndim != 2 or values.shape[1] != n_cv or values.shape[0] < 1:

@@ -126,3 +126,27 @@ def test_frames_out_of_range_and_empty_slices_are_clear():
     with pytest.raises(ValueError, match=r"frames holds -61"):
         cv.transform(u.atoms, frames=[-61])
     assert torch.is_tensor(next(iter(cv.results.model.state_dict().values())))
+
+
+def test_ensemble_comparison_and_repair_on_a_universe_without_names():
+    from mdcvkit import metrics
+    from mdcvkit.repair import BondGeometryRepair
+
+    a, b = _bare_universe(seed=0), _bare_universe(seed=1)
+    result = metrics.compare_ensembles(a, b, select="all", dihedrals=False, n_bootstrap=3)
+    assert np.isfinite(float(result["rmsd_wasserstein"])) and list(result["name"].values) == [str(i) for i in
+                                                                                            range(6)]
+    with pytest.raises(ValueError, match=r"select='name CA' needs an atom attribute this topology does not have"):
+        metrics.compare_ensembles(a, b)
+    with pytest.raises(ValueError, match=r"backbone dihedrals of reference cannot be computed"):
+        metrics.compare_ensembles(a, b, select="all", n_bootstrap=3)
+    with pytest.raises(ValueError, match=r"atomgroup has no masses"):
+        BondGeometryRepair(a.atoms)
+    with pytest.raises(TypeError, match=r"select=3 must be an MDAnalysis selection string"):
+        metrics.compare_ensembles(a, b, select=3)
+
+
+def test_decode_of_strings_is_clear():
+    cv = _fit(_bare_universe().atoms)
+    with pytest.raises(ValueError, match=r"z must be latent points, numbers of shape \(n, 1\), not str"):
+        cv.decode("abc")

@@ -127,10 +127,15 @@ class BondGeometryRepair(AnalysisBase):
         self.forcefield = tuple(forcefield)
         self.restraint = float(restraint)
         self.device = device
-        masses = np.asarray(atomgroup.masses, dtype=float)
+        try:
+            masses = np.asarray(atomgroup.masses, dtype=float)
+        except AttributeError as err:  # MDAnalysis' NoDataError: a topology without masses
+            raise ValueError(
+                "atomgroup has no masses (its topology has none); set them with u.add_TopologyAttr('masses', ...) "
+                "or u.guess_TopologyAttrs(to_guess=['masses'])") from err
         if np.any(~np.isfinite(masses) | (masses <= 0)):
             raise ValueError(
-                f"atomgroup has atoms without a positive mass ({atomgroup[masses <= 0].names[:4]}...); "
+                f"atomgroup has atoms without a positive mass (indices {atomgroup[masses <= 0].indices[:4]}...); "
                 "set them with u.add_TopologyAttr('masses', ...) or "
                 "u.guess_TopologyAttrs(to_guess=['masses'])"
             )
