@@ -61,6 +61,7 @@ def atomic_path(path):
         raise PermissionError(f"cannot write '{path}': the file is read-only; make it writable or pick another name")
     # the process id keeps two writers apart; the suffix stays last for writers that add one (savefig, numpy)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    _remove_stale(path)
     try:
         yield tmp
         _fsync(tmp)
@@ -71,6 +72,20 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_stale(path):
+    """Remove temporary files that killed writers of ``path`` left behind (their process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp{path.suffix}"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except OSError:  # it exists under another user, or the platform cannot tell: leave the file
+            pass
 
 
 def _fsync(path):

@@ -266,8 +266,18 @@ class Trainer:
         from an existing file written for the same model, features, weights
         and settings (``max_epochs`` may be raised to train longer): an
         interrupted run resumed this way gives the same model as an
-        uninterrupted one. A file written for anything else is an error. It
-        holds pickled tensors: load only files you wrote.
+        uninterrupted one. The file carries a fingerprint: the model's class
+        and every setting of its ``__init__`` (activation, hidden sizes, β, …),
+        every setting of this trainer but ``max_epochs``, ``verbose``,
+        ``checkpoint``, ``checkpoint_every`` and ``n_threads`` (which do not
+        change the result), the device type, and a SHA-256 of the features and
+        weights with the trajectory lengths and lag. A file whose fingerprint
+        differs is refused with a ValueError naming each differing setting and
+        both values; a missing folder fails here. It holds pickled tensors:
+        load only files you wrote.
+
+        .. versionchanged:: 0.1
+           Fingerprinted; a resume of other settings is refused, naming them.
     checkpoint_every : int, default 10
         Epochs between checkpoints.
 
@@ -339,6 +349,28 @@ class Trainer:
         Returns
         -------
         TrainingResult
+            ``history.attrs`` holds ``best_epoch``, ``initial_loss`` (the
+            validation loss before training) and ``converged`` (1 when early
+            stopping ended the run).
+
+        Raises
+        ------
+        ValueError
+            For bad features, weights, lengths or lag, or a checkpoint written for
+            other settings (named in the message).
+        TypeError
+            For features that are not a real numeric array.
+        FloatingPointError
+            When the training loss becomes NaN or infinite.
+
+        Warns
+        -----
+        ConvergenceWarning
+            When training diverged (the best validation loss ends far above the
+            loss before training), or stopped at ``max_epochs`` while the
+            validation loss still fell.
+        UserWarning
+            When there are fewer training frames than features.
         """
         device = resolve_device(self.device)
         try:
