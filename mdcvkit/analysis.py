@@ -15,7 +15,7 @@ from torch import nn
 from . import generation, importance
 from ._checks import check_frames, check_int, check_number, check_slice
 from ._io import atomic_path, load_torch, trace_torchscript
-from ._params import get_params
+from ._params import data_digest, get_params, plain
 from .features import (
     AlignedPositions,
     FeatureCollector,
@@ -343,6 +343,7 @@ class AutoencoderCV(AnalysisBase):
         model = MODELS[self.model_name](features.shape[1], self.n_cv, hidden=self.hidden,
                                         activation=self.activation,
                                         scale_groups=self._featurizer.scale_groups, **self.model_kwargs)
+        self.trainer._context = _features_fingerprint(self)  # a resumed checkpoint names these when they differ
         fit = self.trainer.fit(model, features, weights=p, lengths=self._lengths, lag=self.lag)
         self.results.model = CollectiveVariable(self._featurizer, fit.model.cpu()).eval()
         self.results.loss = fit.history.assign_attrs(units="normalised features²")
@@ -728,6 +729,15 @@ def _check_atoms(group, table, name, trained, fix):
                 f"{name} does not hold the same atoms: its atom {k} has {singular} {mine[k].item()!r}, but "
                 f"{trained} {theirs[k].item()!r} there ({int(np.sum(differ))} of {n} atoms differ in "
                 f"{attribute}); {fix}")
+
+
+def _features_fingerprint(cv):
+    """What made the training features of ``cv``, for its checkpoint fingerprint, in words a message can show."""
+    frames = np.asarray(cv.frames)
+    given = cv.features if isinstance(cv.features, (str, list, tuple)) else type(cv.features).__name__
+    reference = cv.reference if isinstance(cv.reference, str) else data_digest(np.asarray(cv.reference))
+    return {"features": plain(given), "reference": reference, "n_atoms": len(cv._atoms["names"]),
+            "frames": [len(frames), *([int(frames[0]), int(frames[-1])] if len(frames) else [])]}
 
 
 def _release_features(features):

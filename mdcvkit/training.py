@@ -486,7 +486,9 @@ class Trainer:
             return None
         trainer = get_params(self, exclude=self._NOT_FINGERPRINTED)
         trainer["device"] = device.type
-        return {"model": {"kind": f"{type(model).__module__}.{type(model).__qualname__}", **get_params(model)},
+        context = getattr(self, "_context", None)  # set by callers that make the features (AutoencoderCV)
+        return {**({"estimator": context} if context else {}),
+                "model": {"kind": f"{type(model).__module__}.{type(model).__qualname__}", **get_params(model)},
                 "trainer": trainer,
                 "data": {"features": data_digest(data), "shape": list(data.shape), "weights": data_digest(p),
                          "lengths": list(lengths), "lag": int(lag)}}

@@ -146,3 +146,18 @@ def test_autoencoder_cv_beta_is_fingerprinted(tmp_path, heavy):
         _cv_fit(heavy, path, model="vae", beta=0.5)
     resumed = _cv_fit(heavy, path, model="vae", beta=1.0)  # the same settings resume
     assert resumed.results.loss.sizes["epoch"] == 2
+
+
+def test_autoencoder_cv_names_the_frames_and_features_that_differ(tmp_path, heavy):
+    path = tmp_path / "cv-training.pt"
+    _cv_fit(heavy, path)
+    cv = mk.AutoencoderCV(heavy, n_cv=2, hidden=(8,), max_epochs=2, seed=0, checkpoint=path)
+    with pytest.raises(ValueError, match=r"estimator\.frames: \[500, 0, 99800\] in the file, \[400, 0, 99750\] now"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cv.run(step=250)
+    cv = mk.AutoencoderCV(heavy, n_cv=2, hidden=(8,), max_epochs=2, seed=0, checkpoint=path, reference="mean")
+    with pytest.raises(ValueError, match=r"estimator\.reference: 'first' in the file, 'mean' now"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cv.run(step=200)
