@@ -163,30 +163,44 @@ def load_torch(path, what, name="path", weights_only=True):
 
 
 class _ShapeGuard(torch.nn.Module):
-    """A traced module behind a check of its input's shape (a trace bakes the example's shape in)."""
+    """A traced module behind a check of its input's shape (a trace bakes the example's shape in) and values.
 
-    def __init__(self, traced, shape: list[int], free_first: bool):
+    Inputs of another floating dtype are cast to the example's (a trace runs in one dtype only);
+    NaN or infinite inputs raise instead of giving NaN CVs and forces.
+    """
+
+    def __init__(self, traced, shape: list[int], free_first: bool, double: bool = False):
         super().__init__()
         self.traced = traced
         self.shape = shape
         self.free_first = free_first
+        self.double = double
+
+    def _cast(self, x: torch.Tensor, position: int) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise ValueError("input " + str(position) + " of this TorchScript CV is not floating-point (an "
+                             "integer or bool tensor); pass positions in Å as float32 or float64")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input " + str(position) + " of this TorchScript CV holds NaN or infinite values; "
+                             "pass finite positions (a simulation that blew up gives them)")
+        return x.double() if self.double else x.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_shape(x, self.shape, self.free_first, 0)
-        return self.traced(x)
+        return self.traced(self._cast(x, 0))
 
 
 class _BoxShapeGuard(_ShapeGuard):
     """:class:`_ShapeGuard` for modules taking positions and a box."""
 
-    def __init__(self, traced, shape: list[int], box_shape: list[int], free_first: bool):
-        super().__init__(traced, shape, free_first)
+    def __init__(self, traced, shape: list[int], box_shape: list[int], free_first: bool, double: bool = False):
+        super().__init__(traced, shape, free_first, double)
         self.box_shape = box_shape
 
     def forward(self, x: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         _check_shape(x, self.shape, self.free_first, 0)
         _check_shape(box, self.box_shape, self.free_first, 1)
-        return self.traced(x, box)
+        return self.traced(self._cast(x, 0), self._cast(box, 1))
 
 
 def _check_shape(x: torch.Tensor, shape: list[int], free_first: bool, position: int):
@@ -212,7 +226,8 @@ def trace_torchscript(module, example, free_first=True):
     keeps no Python checks and bakes the example's shapes into its indexing, so an input of another
     shape (another atom count, a missing batch axis) can give a wrong number instead of an error:
     the returned module is a scripted wrapper that refuses inputs whose shapes differ from the
-    example's (except, with ``free_first``, along the first axis).
+    example's (except, with ``free_first``, along the first axis) and inputs holding NaN or
+    infinities, and casts floating inputs to the example's dtype (float32 or float64).
 
     Parameters
     ----------
@@ -233,12 +248,13 @@ def trace_torchscript(module, example, free_first=True):
     if len(inputs) not in (1, 2):
         raise ValueError(f"example holds {len(inputs)} tensors; trace_torchscript takes positions and at most a box")
     shapes = [list(x.shape) for x in inputs]
+    double = inputs[0].dtype == torch.float64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
         traced = torch.jit.trace(module, inputs, check_trace=False)
         guard = (
-            _ShapeGuard(traced, shapes[0], free_first)
+            _ShapeGuard(traced, shapes[0], free_first, double)
             if len(inputs) == 1
-            else _BoxShapeGuard(traced, shapes[0], shapes[1], free_first)
+            else _BoxShapeGuard(traced, shapes[0], shapes[1], free_first, double)
         )
         return torch.jit.script(guard)

@@ -215,3 +215,15 @@ def test_unwritable_folder_is_named(tmp_path, monkeypatch):
             atomic_path(tmp_path / "cv.pt"):
         pass
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")
+def test_torchscript_cv_takes_float64_and_refuses_nan_and_integers(tmp_path, saved_cv):
+    cv = mk.AutoencoderCV.load(saved_cv)
+    module = torch.jit.load(str(cv.to_torchscript(tmp_path / "cv.ts")))
+    x = torch.randn(3, 10, 3) * 3
+    torch.testing.assert_close(module(x.double()), module(x), rtol=0, atol=0)  # cast to the exported float32
+    with pytest.raises(Exception, match="input 0 of this TorchScript CV holds NaN or infinite values"):
+        module(torch.full((1, 10, 3), float("nan")))
+    with pytest.raises(Exception, match="input 0 of this TorchScript CV is not floating-point"):
+        module(torch.zeros(1, 10, 3, dtype=torch.int64))
