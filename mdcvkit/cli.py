@@ -1,6 +1,7 @@
 """The ``mdcvkit`` command: ``mdcvkit demo`` and ``mdcvkit train``."""
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -313,6 +314,14 @@ def _universe(*files):
     try:
         return mda.Universe(*files)
     except (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, RuntimeError) as err:
+        # a reader that failed half-built complains from its __del__ ("Exception ignored in ..."):
+        # drop the frames that hold it and collect it now, quietly, so the error stays one line
+        hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+        try:
+            err.__traceback__ = None
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
         raise ValueError(f"MDAnalysis cannot read {' with '.join(repr(str(f)) for f in files)} "
                          f"({type(err).__name__}: {err}); check the file formats (extension) and that the "
                          "trajectory has the topology's atoms") from err

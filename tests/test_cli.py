@@ -155,3 +155,12 @@ def test_demo_repairs_and_compares_reconstructions(demo_report):
         assert _number(row["paired MSE (Å²)"]) > 0 and 0 < lower <= upper
         assert -1 <= _number(row["Spearman"]) <= 1
         assert _number(row["RMSD W₁ (Å)"]) >= 0 and _number(row["RMSF ratio"]) > 0
+
+
+def test_an_unreadable_trajectory_is_one_line_from_the_command(tmp_path):
+    bad = tmp_path / "bad.xtc"
+    bad.write_text("not a trajectory\n")
+    out = subprocess.run([sys.executable, "-m", "mdcvkit.cli", "train", PDB, str(bad), "--output", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert "MDAnalysis cannot read" in out.stderr and "bad.xtc" in out.stderr
