@@ -107,3 +107,54 @@ def test_trainer_settings(learning_rate, batch_size, validation_fraction, seed):
 @given(trajs=junk, lags=st.one_of(junk, st.lists(st.integers(-2, 5), max_size=3)))
 def test_implied_timescales(trajs, lags):
     _only_documented(lambda: msm.implied_timescales(trajs, lags=lags, n_clusters=3, n_samples=5))
+
+
+def _bare_fitted():
+    import MDAnalysis as mda
+
+    import mdcvkit as mk
+
+    u = mda.Universe.empty(5, trajectory=True)
+    u.load_new(np.random.default_rng(0).normal(size=(30, 5, 3)).astype(np.float32) * 3, order="fac")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return u, mk.AutoencoderCV(u.atoms, n_cv=1, hidden=(4,), max_epochs=1).run()
+
+
+UNIVERSE, FITTED = None, None
+
+
+def _fitted():
+    global UNIVERSE, FITTED
+    if FITTED is None:
+        UNIVERSE, FITTED = _bare_fitted()
+    return UNIVERSE, FITTED
+
+
+@SETTINGS
+@given(n_cv=junk, hidden=junk, lag=junk, learning_rate=junk, chunk_size=junk, memory_budget=junk,
+       reference=st.one_of(st.sampled_from(["first", "mean"]), junk))
+def test_autoencoder_cv_construction(n_cv, hidden, lag, learning_rate, chunk_size, memory_budget, reference):
+    import mdcvkit as mk
+
+    universe, _ = _fitted()
+    _only_documented(lambda: mk.AutoencoderCV(universe.atoms, n_cv=n_cv, hidden=hidden, lag=lag,
+                                              learning_rate=learning_rate, chunk_size=chunk_size,
+                                              memory_budget=memory_budget, reference=reference))
+
+
+@SETTINGS
+@given(start=junk, stop=junk, step=junk, frames=st.one_of(st.none(), st.lists(st.integers(-40, 40), max_size=4),
+                                                          junk))
+def test_transform_slices(start, stop, step, frames):
+    universe, fitted = _fitted()
+    result = _only_documented(lambda: fitted.transform(universe.atoms, start=start, stop=stop, step=step,
+                                                       frames=frames))
+    assert result is None or np.isfinite(result.values).all()
+
+
+@SETTINGS
+@given(z=junk)
+def test_decode(z):
+    _, fitted = _fitted()
+    _only_documented(lambda: fitted.decode(z))
