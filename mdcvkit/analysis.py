@@ -14,7 +14,7 @@ from torch import nn
 
 from . import generation, importance
 from ._checks import check_frames, check_int, check_number, check_slice
-from ._io import atomic_path, load_torch, trace_torchscript
+from ._io import atomic_path, load_torch
 from ._params import data_digest, get_params, plain
 from .features import (
     AlignedPositions,
@@ -26,7 +26,7 @@ from .features import (
     kabsch_align,
     make_featurizer,
 )
-from .models import ACTIVATIONS, MODELS, apply_in_chunks
+from .models import ACTIVATIONS, MODELS, Normalization, apply_in_chunks
 from .models.base import check_hidden
 from .training import Trainer, normalize_weights
 
@@ -59,6 +59,37 @@ class CollectiveVariable(nn.Module):
         self.featurizer = featurizer
         self.model = model
 
+    @classmethod
+    def from_featurizer(cls, featurizer, *, mean=0.0, scale=1.0, names=None):
+        """A CV whose components are the features themselves, ``(feature - mean) / scale``.
+
+        E.g. the dihedral φ in rad (``Dihedrals(n_atoms, [phi], trig=False)``) or a toy's reduced
+        coordinates. It compiles to an OpenMM expression and exports to PLUMED like any CV.
+
+        Parameters
+        ----------
+        featurizer : Featurizer
+        mean, scale : float or array_like of shape (n_features,), default 0 and 1
+            In feature units; ``scale`` must be positive.
+        names : sequence of str, optional
+            Names of the components (the grid names of samplers); default the feature labels.
+
+        Returns
+        -------
+        CollectiveVariable
+        """
+        n = featurizer.n_features
+        mean = torch.as_tensor(np.broadcast_to(np.asarray(mean, dtype=float), (n,)).copy())
+        scale = torch.as_tensor(np.broadcast_to(np.asarray(scale, dtype=float), (n,)).copy())
+        if not torch.all(scale > 0):
+            raise ValueError(f"scale={scale.tolist()} must be positive, one value or one per feature")
+        cv = cls(featurizer, _FeatureMap(mean, scale))
+        cv.names = list(featurizer.labels) if names is None else [str(k) for k in names]
+        if len(cv.names) != n:
+            raise ValueError(f"names={names!r} has {len(cv.names)} entries for {n} features; give one per feature")
+        return cv
+
+
     @property
     def n_cv(self):
         """Number of CVs."""
@@ -66,6 +97,24 @@ class CollectiveVariable(nn.Module):
 
     def forward(self, positions, box=None):
         return self.model.encode(self.featurizer(positions, box))
+
+
+class _FeatureMap(nn.Module):
+    """The model of :meth:`CollectiveVariable.from_featurizer`: standardised features, no network."""
+
+    def __init__(self, mean, scale):
+        super().__init__()
+        self.n_cv = len(mean)
+        self.normalization = Normalization(self.n_cv)
+        self.normalization.mean.copy_(mean.to(self.normalization.mean.dtype))
+        self.normalization.scale.copy_(scale.to(self.normalization.scale.dtype))
+        self.encoder = nn.Sequential()
+
+    def encode(self, x):
+        return self.encoder(self.normalization(x))
+
+    def forward(self, x):
+        return self.encode(x)
 
 
 def _check_atomgroup(atomgroup, name="atomgroup"):
@@ -629,9 +678,9 @@ class AutoencoderCV(AnalysisBase):
         PLUMED computes the inputs of the model for the training atoms, whose
         indices in the simulated system are the AtomGroup's indices:
         ``TORSION`` for dihedral features, ``DISTANCE`` for non-periodic
-        distances, ``FIT_TO_TEMPLATE`` + ``POSITION`` for aligned coordinates
-        (with a ``reference.pdb`` of the fit template). See
-        :func:`mdcvkit.biasing.to_plumed` for the files and their caveats.
+        distances, the ``POSITION`` of each atom for aligned and body-frame
+        coordinates (the model fits or builds the frame itself). See
+        :func:`mdcvkit.export.to_plumed`.
 
         Parameters
         ----------
@@ -650,12 +699,10 @@ class AutoencoderCV(AnalysisBase):
         Raises
         ------
         ValueError
-            For raw (unaligned) Cartesian features, which are not invariant to
-            translation and rotation and have no PLUMED form: train on
-            ``features="aligned"``, ``"distances"`` or ``"dihedrals"`` to export.
+            Before :meth:`run`.
         """
         self._check_fitted("to_plumed")
-        from .biasing import to_plumed
+        from .export import to_plumed
 
         return to_plumed(self.results.model, folder, particles=self._atoms["indices"], label=label,
                          temperature=temperature)
@@ -671,15 +718,9 @@ class AutoencoderCV(AnalysisBase):
         but is what PLUMED's PYTORCH_MODEL and OpenMM-Torch load.
         """
         self._check_fitted("to_torchscript")
-        module = self.results.model
-        n_atoms = module.featurizer.n_atoms
-        example = (torch.randn(2, n_atoms, 3) * 3,)
-        if module.featurizer.uses_box:
-            example = (*example, torch.eye(3).expand(2, 3, 3) * 50)
-        traced = trace_torchscript(module, example)
-        with atomic_path(path) as tmp:
-            traced.save(str(tmp))
-        return Path(path)
+        from .export import to_torchscript
+
+        return to_torchscript(self.results.model, path)
 
 
 def _atom_table(group):

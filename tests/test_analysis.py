@@ -175,7 +175,7 @@ def test_transform_and_load_errors(tmp_path, ala2, fitted):
         mk.AutoencoderCV.load(corrupt)
 
 
-def test_to_plumed_writes_descriptors_and_model(tmp_path, ala2):
+def test_to_plumed_writes_actions_and_model(tmp_path, ala2):
     backbone = ala2.select_atoms("backbone")
     cv = mk.AutoencoderCV(backbone, n_cv=1, features="dihedrals", max_epochs=2, seed=0).run(step=200)
     plumed = cv.to_plumed(tmp_path / "plumed")
@@ -186,10 +186,7 @@ def test_to_plumed_writes_descriptors_and_model(tmp_path, ala2):
     assert ",".join(str(i) for i in phi) in text.replace(" ", "")
     aligned = mk.AutoencoderCV(ala2.select_atoms("not name H*"), max_epochs=1).run(step=500)
     text = aligned.to_plumed(tmp_path / "aligned").read_text()
-    assert "FIT_TO_TEMPLATE" in text and text.count("POSITION ATOM=") == 10
-    raw = mk.AutoencoderCV(ala2.select_atoms("not name H*"), features="positions", max_epochs=1).run(step=500)
-    with pytest.raises(ValueError, match="descriptor form"):
-        raw.to_plumed(tmp_path / "raw")
+    assert "UNITS LENGTH=A" in text and text.count("POSITION ATOM=") == 10  # the model fits itself
 
 
 @pytest.mark.filterwarnings(r"ignore:.*torch\.jit.*:DeprecationWarning")  # torch.jit.load
