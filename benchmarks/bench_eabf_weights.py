@@ -35,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 from _common import print_table  # noqa: E402
 
 import mdcvkit as mk  # noqa: E402
-from mdcvkit.biasing import DescriptorCV, ExtendedABF, Grid, Torsion  # noqa: E402
+from mdcvkit.analysis import CollectiveVariable  # noqa: E402
+from mdcvkit.biasing import ExtendedABF, Grid  # noqa: E402
 from mdcvkit.biasing.reweight import ESTIMATORS, eabf_log_weights  # noqa: E402
+from mdcvkit.features import Dihedrals  # noqa: E402
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
@@ -74,12 +76,12 @@ def main():
     kT = setup.temperature * mk.biasing.eabf.MOLAR_GAS_CONSTANT
     header = ("run", "steps", "seed", "crossings", "C7ax frames", *(f"C7ax weight, {name}" for name in ESTIMATORS))
     table = [header]
-    phi_cv = DescriptorCV([Torsion(*PHI, trig=False)])
+    phi_cv = CollectiveVariable.from_featurizer(Dihedrals(22, [PHI], trig=False))
     for seed in range(2):
         row = measure(setup, phi_cv, Grid(-np.pi, np.pi, 72, periodic=True), kT / 0.1**2, 100, args.reference_steps,
                       seed)  # fmt: skip
         table.append(("φ, 72 bins", args.reference_steps, seed, *row))
-    plane = DescriptorCV([Torsion(*PHI, trig=False), Torsion(*PSI, trig=False)])
+    plane = CollectiveVariable.from_featurizer(Dihedrals(22, [PHI, PSI], trig=False))
     for bins in (15, 36):
         grid = Grid([-np.pi] * 2, [np.pi] * 2, [bins, bins], periodic=True)
         for steps in args.steps:

@@ -12,7 +12,21 @@ models (deeptime), and generate new structures from the decoder.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import biasing, datasets, export, ensembles, features, frames, metrics, models, msm, plot, repair, systems, training
+from . import (
+    biasing,
+    datasets,
+    ensembles,
+    export,
+    features,
+    frames,
+    metrics,
+    models,
+    msm,
+    plot,
+    repair,
+    systems,
+    training,
+)
 from .analysis import AutoencoderCV, CollectiveVariable
 from .repair import BondGeometryRepair
 

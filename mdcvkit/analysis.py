@@ -1,8 +1,6 @@
 """MDAnalysis-style analysis classes: :class:`AutoencoderCV` learns a CV from the frames of a trajectory."""
 
 import inspect
-import os
-import weakref
 from pathlib import Path
 
 import MDAnalysis as mda
@@ -781,42 +779,9 @@ def _features_fingerprint(cv):
             "frames": [len(frames), *([int(frames[0]), int(frames[-1])] if len(frames) else [])]}
 
 
-def _release_features(features):
-    """Remove the temporary file behind memory-mapped ``features`` (``mdcvkit-features-*``).
-
-    On POSIX systems the mapping stays readable until the array is freed; where a mapped file cannot
-    be removed (Windows) it is removed when the array is garbage-collected.
-    """
-    filename = getattr(features, "filename", None)
-    if not isinstance(features, np.memmap) or filename is None \
-            or not Path(filename).name.startswith("mdcvkit-features-"):
-        return
-    try:
-        os.unlink(filename)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        weakref.finalize(features, _remove_file, filename)
-
-
-def _remove_file(filename):
-    try:
-        os.unlink(filename)
-    except OSError:
-        pass
-
-
 def _collect_features(group, featurizer, chunk_size, memory_budget, **run_kwargs):
-    """Run a :class:`~mdcvkit.features.FeatureCollector`; its temporary feature file never outlives it.
-
-    Returns the run collector; an exception removes the file before it propagates.
-    """
-    collector = FeatureCollector(group, featurizer, chunk_size=chunk_size, memory_budget=memory_budget)
-    try:
-        collector.run(**run_kwargs)
-    finally:
-        _release_features(getattr(collector.results, "features", None))
-    return collector
+    """Run a :class:`~mdcvkit.features.FeatureCollector` (its temporary feature file is unlinked as it is made)."""
+    return FeatureCollector(group, featurizer, chunk_size=chunk_size, memory_budget=memory_budget).run(**run_kwargs)
 
 
 #: Settings every model takes from AutoencoderCV itself, not from ``**model_kwargs``.

@@ -19,6 +19,8 @@ positions at once; it supports MDAnalysis's ``serial``, ``multiprocessing`` and
 import operator
 import os
 import tempfile
+import weakref
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -45,6 +47,7 @@ __all__ = [
     "atom_names",
     "kabsch_align",
     "FeatureCollector",
+    "release_features",
 ]
 
 
@@ -1063,6 +1066,10 @@ class FeatureCollector(AnalysisBase):
         super().__init__(atomgroup.universe.trajectory, **kwargs)
         self._ag = atomgroup
         self.featurizer = featurizer
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer number of frames, e.g. 1000")
+        if not isinstance(memory_budget, (int, float, np.number)) or not 0 < memory_budget < np.inf:
+            raise ValueError(f"memory_budget={memory_budget!r} must be a positive number of bytes, e.g. 2e9")
         self.chunk_size = int(chunk_size)
         self.memory_budget = float(memory_budget)
         self._periodic = featurizer.uses_box and atomgroup.dimensions is not None
@@ -1078,6 +1085,7 @@ class FeatureCollector(AnalysisBase):
             handle, path = tempfile.mkstemp(prefix="mdcvkit-features-", suffix=".dat")
             os.close(handle)
             self.results.features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+            release_features(self.results.features)  # the mapping stays; the file goes, even if a worker dies
         else:
             self.results.features = np.empty(shape, dtype=np.float32)
         size = min(self.chunk_size, max(self.n_frames, 1))
@@ -1110,3 +1118,28 @@ class FeatureCollector(AnalysisBase):
 
     def _get_aggregator(self):
         return ResultsGroup(lookup={"features": ResultsGroup.ndarray_vstack})
+
+
+def release_features(features):
+    """Remove the temporary file behind memory-mapped ``features`` (``mdcvkit-features-*``).
+
+    On POSIX systems the mapping stays readable until the array is freed; where a mapped file cannot
+    be removed (Windows) it is removed when the array is garbage-collected.
+    """
+    filename = getattr(features, "filename", None)
+    if not isinstance(features, np.memmap) or filename is None \
+            or not Path(filename).name.startswith("mdcvkit-features-"):
+        return
+    try:
+        os.unlink(filename)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        weakref.finalize(features, _remove_file, filename)
+
+
+def _remove_file(filename):
+    try:
+        os.unlink(filename)
+    except OSError:
+        pass

@@ -3,7 +3,8 @@
 Modules: :mod:`~mdcvkit.biasing.bias` (a bias ``U(ξ)`` in an OpenMM System, evaluated every
 ``bias_stride`` steps; the platform choice), :mod:`~mdcvkit.biasing.grid`,
 :mod:`~mdcvkit.biasing.czar`, :mod:`~mdcvkit.biasing.extended` and :mod:`~mdcvkit.biasing.eabf`
-(extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.iterative` (the FEBILAE loop).
+(extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.reweight` (per-frame weights of
+biased frames), :mod:`~mdcvkit.biasing.settings` and :mod:`~mdcvkit.biasing.iterative` (the FEBILAE loop).
 The CV reaches OpenMM through :mod:`mdcvkit.export`, the one place a CV leaves torch.
 """
 
@@ -12,6 +13,8 @@ from .czar import CZARAccumulator, czar, integrate_gradient
 from .eabf import ExtendedABF
 from .grid import Grid
 from .iterative import IterativeCVLearning
+from .reweight import ESTIMATORS, eabf_log_weights, effective_sample_size
+from .settings import Convergence, Sampling
 
 __all__ = [
     "add_cv_bias",
@@ -24,4 +27,9 @@ __all__ = [
     "ExtendedABF",
     "Grid",
     "IterativeCVLearning",
+    "Sampling",
+    "Convergence",
+    "ESTIMATORS",
+    "eabf_log_weights",
+    "effective_sample_size",
 ]
