@@ -143,10 +143,46 @@ def test_restart_continues_the_same_estimate(tmp_path):
     assert second.results.samples.sizes["sample"] == 4000
     assert second.results.samples.time.values[-1] == pytest.approx(40.0)
     assert np.all(second.abf_counts >= first.abf_counts)
-    with pytest.raises(
-        ValueError, match=r"has grid=.* but this ExtendedABF has grid=.*build it with the same grid"
-    ):
+    with pytest.raises(ValueError, match=r"sampler.grid.n_bins: \[40\] in the file, \[50\] now"):
         make(grid=(-2, 2, 50)).restore(tmp_path / "state.npz")
+
+
+@pytest.mark.parametrize("change, setting", [
+    ({"kappa": 50.0}, "sampler.kappa"),
+    ({"full_samples": 20}, "sampler.full_samples"),
+    ({"cv": "x2"}, "cv.featurizer.axes"),
+    ({"seed_system": True}, "system.digest"),
+])  # fmt: skip
+def test_restore_refuses_other_settings_naming_them(tmp_path, change, setting):
+    toy = systems.DoubleWell2D()
+    ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 40), sample_frequency=10, update_frequency=500).run(1000).save(
+        tmp_path / "s")
+    other = systems.DoubleWell2D(barrier=2.0) if change.pop("seed_system", False) else toy
+    eabf = ExtendedABF.for_toy(other, change.pop("cv", "x1"), grid=(-2, 2, 40), sample_frequency=10,
+                               update_frequency=500, **change)  # fmt: skip
+    with pytest.raises(ValueError, match=f"{setting}: .* in the file, .* now"):
+        eabf.restore(tmp_path / "s")
+
+
+def test_state_files_round_trip_atomically_and_refuse_foreign_files(tmp_path):
+    toy = systems.DoubleWell2D()
+
+    def make():
+        return ExtendedABF.for_toy(toy, "x1", grid=(-2, 2, 40), sample_frequency=10, update_frequency=500,
+                                   store_positions=True)  # fmt: skip
+
+    written = make().run(1000).save(tmp_path / "s")
+    assert written == tmp_path / "s.npz" and not list(tmp_path.glob(".*"))  # no temporary file left
+    restored = make().restore(tmp_path / "s").run(1000)  # store_positions: the positions come back too
+    assert restored.results.samples.positions.shape == (200, 1, 3)
+    (tmp_path / "text.npz").write_text("not a state")
+    with pytest.raises(ValueError, match="text.npz' is not an ExtendedABF state"):
+        make().restore(tmp_path / "text.npz")
+    (tmp_path / "cut.npz").write_bytes(written.read_bytes()[:200])
+    with pytest.raises(ValueError, match="cut.npz' is not an ExtendedABF state"):
+        make().restore(tmp_path / "cut.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz': no such file"):
+        make().restore(tmp_path / "missing")
 
 
 def test_caller_system_is_not_modified():

@@ -31,6 +31,8 @@ from MDAnalysis.analysis.base import Results
 from scipy.interpolate import RegularGridInterpolator
 
 from .._checks import check_int, openmm_seed
+from .._io import as_path, atomic_path
+from .._params import check_fingerprint, data_digest, plain
 from ..export.openmm import NM_TO_ANGSTROM, _float64, collective_variables, evaluate_cv, module_dtype, positions_nm
 from .bias import _free_group, check_particles, default_platform
 from .czar import CZARAccumulator, integrate_gradient, to_dataset
@@ -243,6 +245,8 @@ class ExtendedABF:
         if not np.isfinite(self.lambda_mass) or self.lambda_mass <= 0:
             raise ValueError(f"lambda_mass={lambda_mass!r} must be a positive mass in amu")
 
+        self._system_size = system.getNumParticles()
+        self._system_digest = data_digest(np.frombuffer(openmm.XmlSerializer.serialize(system).encode(), np.uint8))
         self.system, self._park = extended_system(system, self.lambda_mass)
         self.lambda_index = self.system.getNumParticles() - 1
         self._add_coupling(route)
@@ -557,43 +561,74 @@ class ExtendedABF:
         )
 
     # --- restart --------------------------------------------------------------------------------------------
-    def _settings(self):
+    def _fingerprint(self):
+        """Everything that determines the run: sampler settings, the CV, the System, the integrator."""
+        cv = self.cv
+        state = cv.state_dict() if isinstance(cv, torch.nn.Module) else {}
+        featurizer = getattr(cv, "featurizer", None)
+        integrator = self.integrator
         return {
-            "grid": self.grid.to_dict(),
-            "kappa": self.kappa.tolist(),
-            "temperature": self.temperature,
-            "n_particles": self.system.getNumParticles(),
+            "sampler": {"grid": self.grid.to_dict(), "kappa": plain(self.kappa), "temperature": self.temperature,
+                        "lambda_mass": self.lambda_mass, "full_samples": self.full_samples,
+                        "update_frequency": self.update_frequency, "sample_frequency": self.sample_frequency,
+                        "bias_stride": self.bias_stride, "store_positions": self.store_positions},
+            "cv": {"class": type(cv).__name__, "parameters": data_digest(*state.values()),
+                   "featurizer": plain(featurizer.get_config()) if featurizer is not None else None,
+                   "particles": plain(self.particles), "route": self.route},
+            "system": {"n_particles": self._system_size, "digest": self._system_digest},
+            "integrator": {"class": type(integrator).__name__, "timestep": self.timestep},
         }
 
+    @staticmethod
+    def _state_path(path):
+        path = as_path(path)
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
     def save(self, path):
-        """Save the estimate and the simulation state (``.npz``) to continue it later with :meth:`restore`.
+        """Save the estimate and the simulation state to continue it later with :meth:`restore`.
+
+        The file is written under a temporary name and renamed, so an interrupted save leaves the
+        previous state intact.
 
         Parameters
         ----------
         path : str or path-like
+            ``.npz`` is appended when missing (as :meth:`restore` does).
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
         """
+        path = self._state_path(path)
         state = self.context.getState(getPositions=True, getVelocities=True, getParameters=True)
         s = self._samples
         n_dim = self.grid.n_dim
-        np.savez_compressed(
-            path,
-            settings=json.dumps(self._settings()),
-            state=openmm.XmlSerializer.serialize(state),
-            n_steps=self.n_steps,
-            abf_counts=self.abf_counts,
-            abf_sum=self.abf_sum,
-            time=np.concatenate(s["time"]) if s["time"] else np.zeros(0),
-            xi=np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
-            lam=np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim)),
-            bias=np.concatenate(s["bias"]) if s["bias"] else np.zeros(0),
-        )
+        arrays = {
+            "fingerprint": json.dumps(self._fingerprint()),
+            "state": openmm.XmlSerializer.serialize(state),
+            "n_steps": self.n_steps,
+            "abf_counts": self.abf_counts,
+            "abf_sum": self.abf_sum,
+            "time": np.concatenate(s["time"]) if s["time"] else np.zeros(0),
+            "xi": np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
+            "lam": np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim)),
+            "bias": np.concatenate(s["bias"]) if s["bias"] else np.zeros(0),
+        }
+        if self.store_positions:
+            arrays["positions"] = (np.concatenate(s["positions"]) if s["positions"]
+                                   else np.zeros((0, len(self.particles), 3)))  # fmt: skip
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        return path
 
     def restore(self, path):
-        """Continue from a state written by :meth:`save` with the same grid, kappa and temperature.
+        """Continue from a state written by :meth:`save` with the same settings, CV, System and integrator.
 
         Parameters
         ----------
         path : str or path-like
+            ``.npz`` is appended when missing.
 
         Returns
         -------
@@ -602,33 +637,33 @@ class ExtendedABF:
 
         Raises
         ------
+        FileNotFoundError
+            If there is no such file.
         ValueError
-            If the saved grid, kappa, temperature or particle count differ from this object's.
+            If the file is not an ExtendedABF state (truncated, foreign, text), or was written with
+            other settings: the message names each differing setting and both values.
         """
-        with np.load(path) as saved:
-            settings = json.loads(str(saved["settings"]))
-            mine = self._settings()
-            for key in mine:
-                same = settings[key] == mine[key] if key == "grid" else np.allclose(settings[key], mine[key])
-                if not same:
-                    raise ValueError(
-                        f"the state in {path} has {key}={settings[key]} but this ExtendedABF has "
-                        f"{key}={mine[key]}; "
-                        f"build it with the same {key} to continue that estimate"
-                    )
-            self.context.setState(openmm.XmlSerializer.deserialize(str(saved["state"])))
-            self.n_steps = int(saved["n_steps"])
-            self.abf_counts = saved["abf_counts"].copy()
-            self.abf_sum = saved["abf_sum"].copy()
-            self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
-            self.czar.add(saved["xi"], saved["lam"])  # the samples hold all CZAR needs
-            self._samples = {
-                "time": [saved["time"]],
-                "xi": [saved["xi"]],
-                "lam": [saved["lam"]],
-                "bias": [saved["bias"]],
-                "positions": [],
-            }
+        path = self._state_path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"'{path}': no such file; expected an ExtendedABF state written by save()")
+        try:
+            with np.load(path) as saved:
+                saved = {key: saved[key] for key in saved.files}
+            fingerprint = json.loads(str(saved["fingerprint"]))
+        except Exception as err:  # zip, pickle, JSON or missing-key errors of a file that is not ours
+            raise ValueError(
+                f"'{path}' is not an ExtendedABF state written by save() ({type(err).__name__}: {err}); pass the "
+                f"file save() wrote"
+            ) from err
+        check_fingerprint(fingerprint, json.loads(json.dumps(self._fingerprint())), path, name="path")
+        self.context.setState(openmm.XmlSerializer.deserialize(str(saved["state"])))
+        self.n_steps = int(saved["n_steps"])
+        self.abf_counts = saved["abf_counts"].copy()
+        self.abf_sum = saved["abf_sum"].copy()
+        self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
+        self.czar.add(saved["xi"], saved["lam"])  # the samples hold all CZAR needs
+        self._samples = {key: [saved[key]] for key in ("time", "xi", "lam", "bias")}
+        self._samples["positions"] = [saved["positions"]] if self.store_positions else []
         self._refresh_bias()
         self._conclude()
         return self
