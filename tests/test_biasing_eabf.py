@@ -76,6 +76,7 @@ def test_results_are_labelled_xarray(double_well_run):
     assert (samples.xi.values < -0.5).mean() > 0.2 and (samples.xi.values > 0.5).mean() > 0.2
 
 
+@pytest.mark.slow
 def test_entropic_switch_along_x1_matches_exact():
     """FEBILAE's toy along x1 (4M Brownian steps, ~10 s): CZAR close to the exact marginal.
 
@@ -91,6 +92,7 @@ def test_entropic_switch_along_x1_matches_exact():
     assert error < 0.3
 
 
+@pytest.mark.slow
 def test_entropic_switch_in_two_dimensions_matches_exact():
     """2-D eABF along (x1, x2) with least-squares integration of the CZAR gradient.
 

@@ -64,6 +64,7 @@ def reweighted(toy, tmp_path_factory):
     return make(toy, state_file=tmp_path_factory.mktemp("febilae") / "state.pt").run()
 
 
+@pytest.mark.slow
 def test_reweighted_loop_converges_to_x1(reweighted):
     """With reweighting the CV converges to x1 (FEBILAE's toy result).
 
@@ -129,6 +130,7 @@ def test_model_compiles_to_the_same_expression_cv(reweighted):
     assert float(z.mean()) == pytest.approx(0, abs=1e-4) and float(z.std(unbiased=False)) == pytest.approx(1, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_without_reweighting(toy):
     """reweight=False trains on the biased frames as they are (uniform weights).
 
@@ -193,6 +195,7 @@ def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path
     np.testing.assert_allclose(torch.load(state, weights_only=False)["positions"][-1], runs[4][1][:1] * 10, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_knn_criterion_converges_to_x1(toy):
     """criterion="knn" stops on the kNN regscore; on the toy it ends where the affine test does, at x1.
 
@@ -569,6 +572,7 @@ def test_n_models_must_be_a_positive_count(toy, value):
 # --- the estimator template --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loop_trains_through_autoencoder_cv_with_a_vae(toy):
     """Any model of the family serves the loop: a VAE (its CV the encoder mean) converges to x1 like the AE.
 

@@ -26,6 +26,8 @@ from mdcvkit.biasing.reweight import eabf_log_weights
 from mdcvkit.export import evaluate_cv
 from mdcvkit.features import Dihedrals
 
+pytestmark = pytest.mark.slow  # runs simulations or notebooks: `pytest -m "not slow"` skips them
+
 PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide" / "ala2.pdb"
 PHI = (4, 6, 8, 14)
 TEMPERATURE = 300.0  # K

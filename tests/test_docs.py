@@ -68,6 +68,7 @@ def _known(warning):
     return any(re.search(pattern, warning) for pattern in KNOWN_DOCSTRING_PROBLEMS)
 
 
+@pytest.mark.slow
 def test_site_builds_without_new_warnings(site):
     """A page or docstring that does not render is an error; only the listed known problems are left."""
     _, warnings = site
@@ -77,12 +78,14 @@ def test_site_builds_without_new_warnings(site):
 
 @pytest.mark.xfail(strict=False, reason="docstrings of mdcvkit.msm, mdcvkit.repair.geometry, mdcvkit.biasing.czar "
                    "and mdcvkit.export do not render yet: see KNOWN_DOCSTRING_PROBLEMS")  # fmt: skip
+@pytest.mark.slow
 def test_site_builds_without_any_warning(site):
     """What `make docs` (-W) asks: no warning at all."""
     _, warnings = site
     assert not warnings, "\n".join(warnings)
 
 
+@pytest.mark.slow
 def test_api_reference_lists_every_public_name(site):
     html, _ = site
     for module in _docs_conf().public_modules():
@@ -91,6 +94,7 @@ def test_api_reference_lists_every_public_name(site):
         assert not missing, f"the API page of {module.__name__} lacks {missing}"
 
 
+@pytest.mark.slow
 def test_every_tutorial_renders_with_its_outputs(site):
     import nbformat
 

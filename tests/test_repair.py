@@ -130,6 +130,7 @@ def force_field_energies(topology, positions, minimise=False, forcefield="amber9
     return np.array(energies)
 
 
+@pytest.mark.slow
 def test_alanine_dipeptide_openmm_refinement(ala2):
     """After refinement: no clashes, and energies between the MD frames' minima and their highest energy."""
     md, truth = ala2
