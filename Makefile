@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check mdcvkit tests benchmarks data tutorials
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 $(VENV)/.installed-docs: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install --quiet -e ".[docs]"
