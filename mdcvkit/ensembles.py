@@ -264,97 +264,54 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
                       n_bootstrap=100, block_length=1, confidence=0.95, seed=0):
     """Compare a generated ensemble with a reference (MD) ensemble, as in Ojeda-May (2025) and PENSA.
 
-    Both ensembles are restricted to the atoms ``select`` and every frame is
-    superposed (translation and rotation, unweighted) on frame
-    ``reference_frame`` of ``reference``; all metrics below are computed on
-    these aligned copies. The inputs are never modified (their trajectories are
-    left on the frame they were on).
-
-    Each distance between the two ensembles comes with
-
-    - an MD-vs-MD **baseline** (``baseline_*``): the same distance between the
-      first and the second half (in frame order) of ``reference``, the value
-      that finite, time-correlated sampling alone gives;
-    - **bootstrap intervals** (``*_interval``, also for the baseline): percentile
-      intervals over ``n_bootstrap`` replicates in which the frames of each
-      ensemble (of each half, for the baseline) are resampled independently with
-      replacement, the reference's in blocks of ``block_length`` consecutive
-      frames. With ``block_length=1`` frames are treated as independent, so for
-      time-correlated MD the interval is narrower than the true sampling error;
-      set ``block_length`` to about the correlation time of the reference, or
-      read the halves baseline as the honest floor. Resampling duplicates frames, which biases binned
-      distances (Jensen–Shannon) upwards, so their intervals may lie above the
-      point value. Read the comparison against the baseline computed the same
-      way: a generated ensemble is distinguishable from the reference where
-      its interval lies above the baseline's interval.
-
-    Binned distances use one grid per quantity, equal-width bins over the range
-    of both ensembles together (dihedrals: [-180°, 180°)), shared by the
-    comparison, the baseline and the replicates; each states it in its
-    ``binning`` attribute.
+    Both ensembles are restricted to the atoms ``select``, and every frame is superposed (unweighted)
+    on frame ``reference_frame`` of ``reference``; the inputs are not modified. Each distance comes with
+    an MD-vs-MD baseline (``baseline_*``: the same distance between the first and second half of
+    ``reference``, what finite sampling alone gives) and bootstrap intervals (``*_interval``). A
+    generated ensemble is distinguishable from the reference where its interval lies above the
+    baseline's. Binned distances share one equal-width grid over both ensembles (attr ``binning``).
+    The user guide page :doc:`/guide/ensemble_comparison` lists every variable and explains the
+    baseline and the bootstrap.
 
     Parameters
     ----------
     reference : MDAnalysis.Universe or MDAnalysis.AtomGroup
-        The reference ensemble, e.g. the MD training data, in time order when
-        TICA is used; at least 2 frames (4 with ``baseline``).
+        The reference ensemble, e.g. the MD training data, in time order when TICA is used; at least
+        2 frames (4 with ``baseline``).
     generated : MDAnalysis.Universe or MDAnalysis.AtomGroup
-        The ensemble to assess, e.g. ``cv.generate(...)``; at least 2 frames,
-        in any order. ``select`` must pick the same atoms (same count, names
-        and residue names, in the same order) as in ``reference``.
+        The ensemble to assess, e.g. ``cv.generate(...)``, in any order; ``select`` must pick the same
+        atoms (count, names, residue names, order) as in ``reference``.
     select : str, default "name CA"
         MDAnalysis selection of the atoms compared.
     reference_frame : int, default 0
-        Frame of ``reference`` used as the reference structure for alignment
-        and RMSD.
-    bins : int, default 50
-        Bins of the RMSD histograms behind ``rmsd_jsd``.
-    pca_bins : int, default 30
-        Bins per axis of the 2-D PC1–PC2 histograms behind ``pca_jsd``.
-    dihedral_bins : int, default 36
-        Bins over [-180°, 180°) of the circular φ and ψ histograms behind
-        ``dihedral_jsd`` (10° each by default).
-    fes_bins : int, default 20
-        Bins per axis of the TIC1–TIC2 grid of the free-energy surfaces.
+        Frame of ``reference`` that is the structure for alignment and RMSD.
+    bins, pca_bins, dihedral_bins, fes_bins : int, default 50, 30, 36, 20
+        Bins of the RMSD histograms, per axis of the PC1–PC2 histograms, over [-180°, 180°) of the
+        φ/ψ histograms, and per axis of the TIC1–TIC2 free-energy grid.
     dihedrals : bool, default True
-        Compare backbone φ/ψ distributions per residue (needs N, CA and C atoms
-        of the residues of ``select``, read from the full inputs).
+        Compare backbone φ/ψ per residue (needs N, CA and C of the residues of ``select``).
     distances : bool, default True
-        Compare the distributions of all pairwise distances between the
-        selected atoms (n_atoms (n_atoms - 1) / 2 Wasserstein distances).
+        Compare the distributions of all pairwise distances of the selected atoms (Wasserstein-1).
     tica_lag : int or None, default 1
-        Lag time, in frames of ``reference``, of the TICA (deeptime) fitted on
-        ``reference`` alone (generated frames have no time order); both
-        ensembles are projected on its first two components (kinetic map
-        scaling, dimensionless) to compare free-energy surfaces. None skips it.
+        Lag, in frames of ``reference``, of a TICA fitted on ``reference`` alone; free-energy
+        surfaces are compared on its first two components. None skips it.
     tica_features : {"positions", "distances"}, default "positions"
         Features of the TICA, see :data:`TICA_FEATURES`.
     baseline : bool, default True
-        Compute the halves baseline; needs at least 4 reference frames.
+        Compute the halves baseline.
     paired : bool, default False
-        The ensembles are paired: frame i of ``generated`` reconstructs frame i
-        of ``reference`` (same number of frames), e.g. an autoencoder's
-        reconstructions; adds the paired scores.
+        Frame i of ``generated`` reconstructs frame i of ``reference`` (same number of frames):
+        adds ``paired_mse`` (Å²) and ``paired_spearman``.
     geometry : bool, default False
-        Judge the covalent geometry of every frame of both ensembles, all
-        their atoms (not only ``select``), against the reference's mean bond
-        lengths and angles and its chirality
-        (:func:`mdcvkit.repair.structure_quality`, the measures of the
-        :class:`~mdcvkit.BondGeometryRepair` report); the reference's own
-        values are the floor. Needs the same atoms in both ensembles and bonds
-        in the topology (guessed, with a warning, where missing).
+        Judge bond lengths, angles, clashes and chirality of every frame of both ensembles, all
+        atoms, against the reference's (:func:`mdcvkit.repair.structure_quality`).
     hes : bool, default False
-        Also the harmonic ensemble similarity of the mdaencore MDAKit
-        (``pip install mdaencore``, the ``encore`` extra of mdcvkit): the
-        symmetrised Kullback–Leibler divergence between Gaussians fitted to
-        the aligned selected atoms of each ensemble (shrinkage covariance),
-        and, with ``baseline``, between the reference halves.
+        Also mdaencore's harmonic ensemble similarity (``pip install mdaencore``).
     n_bootstrap : int, default 100
         Bootstrap replicates; 0 skips the intervals.
     block_length : int, default 1
-        Frames per block of the moving-block bootstrap of ``reference`` and of
-        its halves (generated frames are resampled one by one); at most half
-        the reference frames.
+        Frames per block of the moving-block bootstrap of ``reference``; set it to about the
+        correlation time of the MD (1 treats frames as independent: too narrow for MD).
     confidence : float, default 0.95
         Coverage of the percentile intervals, in (0, 1).
     seed : int, default 0
@@ -363,101 +320,25 @@ def compare_ensembles(reference, generated, select="name CA", *, reference_frame
     Returns
     -------
     xarray.Dataset
-        Dimensions ``reference_frame``, ``generated_frame`` (frames of each
-        ensemble), ``atom`` and ``atom_j`` (selected atoms, with coordinates
-        ``resid``, ``resname``, ``name``), ``pc`` (PC1, PC2), ``component``
-        (principal components 1…n), ``bound`` (lower, upper) and, as enabled,
-        ``residue`` and ``angle`` (phi, psi), ``tic`` (TIC1, TIC2),
-        ``tic1_bin`` and ``tic2_bin`` (grid, coordinates the bin centres).
-        Variables, each with attrs ``long_name`` and ``units``:
-
-        - ``reference_rmsd``, ``generated_rmsd`` (Å), per frame: RMSD to the
-          reference structure after superposition (Ojeda-May Fig. 2);
-          ``rmsd_jsd``: Jensen–Shannon distance (base 2, in [0, 1]) between
-          their histograms; ``rmsd_wasserstein`` (Å): Wasserstein-1 distance;
-        - ``reference_rmsf``, ``generated_rmsf`` (Å), per atom: RMSF about
-          each ensemble's mean aligned structure (as MDAnalysis ``rms.RMSF``);
-          ``rmsf_pearson``: their Pearson correlation; ``rmsf_ratio`` per atom,
-          generated over reference, and ``rmsf_ratio_mean``, the ratio of the
-          mean RMSFs (the "temperature" of the generated ensemble, Ojeda-May
-          Fig. 3);
-        - ``reference_pca``, ``generated_pca`` (Å), per frame and ``pc``:
-          projections on PC1–PC2 of a PCA fitted on the aligned reference
-          (axes from an SVD of the centred frames: those of MDAnalysis
-          ``pca.PCA`` up to sign, without its eigendecomposition of a
-          (3 n_atoms)² matrix); ``pca_jsd``: Jensen–Shannon distance between
-          their 2-D histograms; ``pca_variance_reference``,
-          ``pca_variance_generated``: fraction of each ensemble's variance on
-          PC1–PC2 of the reference; ``reference_pca_variance_ratio``,
-          ``generated_pca_variance_ratio``, per ``component``: fraction of the
-          variance along each ensemble's own PCs; ``pca_rmsip``: root mean
-          square inner product (MDAnalysis ``pca.rmsip``) of the first n =
-          min(10, n_frames - 1, 3 n_atoms) PCs of the two ensembles;
-          ``pca_cumulative_overlap``, per ``component``: overlap of each
-          reference PC with the subspace of the first n generated PCs
-          (MDAnalysis ``pca.cumulative_overlap``; Ojeda-May Fig. 4);
-        - with ``dihedrals``: ``reference_dihedrals``, ``generated_dihedrals``
-          (degrees), the Ramachandran data per frame, residue and angle;
-          ``dihedral_jsd`` per residue and angle: Jensen–Shannon distance of
-          circular histograms, and ``dihedral_jsd_residue``, its maximum over
-          φ and ψ (PENSA's per-residue summary);
-        - with ``distances``: ``distance_wasserstein`` (Å) per pair of atoms
-          (dims ``atom``, ``atom_j``; zero on the diagonal): Wasserstein-1
-          distance between the distributions of their distance;
-          ``distance_wasserstein_residue`` (Å), its mean over the partners of
-          each atom, and ``distance_wasserstein_mean`` (Å), over all pairs;
-        - with ``tica_lag``: ``reference_tica``, ``generated_tica``, per frame
-          and ``tic``; ``reference_fes``, ``generated_fes`` (kT) on the shared
-          ``fes_bins`` × ``fes_bins`` grid: F = -ln p, zero at each minimum,
-          NaN in empty bins; ``fes_difference`` (kT): generated minus
-          reference over bins populated in both, with the constant offset
-          that minimises its RMS removed; ``fes_rms_difference`` (kT): its RMS
-          weighted by the mean probability of the two ensembles (0 for equal
-          surfaces); ``fes_jsd``: Jensen–Shannon distance of the 2-D
-          histograms;
-        - with ``baseline``: ``baseline_<name>`` for each distance above
-          (``rmsd_*``, ``rmsf_pearson``, ``rmsf_ratio*``, ``pca_jsd``,
-          ``dihedral_jsd*``, ``distance_wasserstein*``, ``fes_*``), and
-          ``baseline_pca_rmsip``, between the reference halves;
-        - with ``n_bootstrap`` > 0: ``<name>_interval`` and
-          ``baseline_<name>_interval`` (dims ``(..., bound)``, same units);
-        - with ``paired``: ``paired_mse`` (Å²), mean squared difference of
-          aligned coordinates (with ``paired_mse_interval``),
-          ``paired_mse_frame`` (Å²) per frame, and ``paired_spearman``, the
-          Spearman correlation of the aligned coordinates (Ojeda-May Table 1);
-        - with ``geometry``: ``reference_<measure>`` and ``generated_<measure>``
-          per frame for ``bond_rmsd``, ``bond_max_deviation`` (Å),
-          ``angle_rmsd`` (degrees), ``clashes`` and ``chirality_inversions``
-          (counts), as :func:`mdcvkit.repair.structure_quality`;
-        - with ``hes``: ``hes`` and ``baseline_hes`` (dimensionless, 0 for
-          identical ensembles), mdaencore's harmonic ensemble similarity.
-
-        Attrs record ``select``, ``reference_frame``, the binning, the TICA
-        and the bootstrap settings.
+        Per-frame, per-atom and scalar variables, each with attrs ``long_name`` and ``units``, e.g.
+        ``rmsd_wasserstein`` (Å), ``rmsf_ratio_mean``, ``pca_rmsip``, ``dihedral_jsd_residue``,
+        ``distance_wasserstein_mean`` (Å), ``fes_rms_difference`` (kT), their ``baseline_*`` and
+        ``*_interval`` (dim ``bound``); the settings in ``attrs``.
 
     Raises
     ------
     ValueError
-        When ``select`` is empty in either ensemble or picks different atoms
-        in the two, an ensemble has fewer than 2 frames or NaN positions,
-        ``reference_frame`` or ``tica_lag`` is out of range, a bin count,
-        ``n_bootstrap``, ``block_length`` or ``confidence`` is invalid, ``baseline`` is set with
-        fewer than 4 reference frames, or ``paired`` with different numbers of
-        frames.
+        For an empty or mismatched selection, fewer than 2 frames (4 with ``baseline``), NaN
+        positions, ``reference_frame``, ``tica_lag`` or ``block_length`` out of range, bad bin
+        counts, ``n_bootstrap`` or ``confidence``, or ``paired`` with different frame counts.
     TypeError
         When an ensemble is not an MDAnalysis Universe or AtomGroup.
 
-    References
-    ----------
-    P. Ojeda-May, "Exploring the conformational space of proteins with
-    Wasserstein autoencoders" (2025): RMSD, RMSF and PCA comparisons (Figs. 2–4)
-    and the Spearman/MSE reconstruction scores (Table 1).
-    M. Vögele et al., "Systematic analysis of biomolecular conformational
-    ensembles with PENSA", https://github.com/drorlab/pensa: per-feature
-    Jensen–Shannon distances summarised per residue.
-    A. Amadei, M. A. Ceruso, A. Di Nola, Proteins 36, 419 (1999): RMSIP.
-    L. Yang et al., Structure 16, 321 (2008): cumulative overlap.
-    G. Pérez-Hernández et al., J. Chem. Phys. 139, 015102 (2013): TICA.
+    Examples
+    --------
+    >>> md = mk.datasets.alanine_dipeptide().select_atoms("not name H*")           # doctest: +SKIP
+    >>> ds = mk.metrics.compare_ensembles(md, cv.generate(1000), select="all")     # doctest: +SKIP
+    >>> ds["rmsd_wasserstein"].values, ds["baseline_rmsd_wasserstein"].values      # doctest: +SKIP
     """
     import xarray as xr
     from MDAnalysis.analysis import pca

@@ -18,27 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 MAX_DOCSTRING_LINES = 80
 
-#: Docstrings that do not render yet, found when the site was first built: {pattern of the warning: what is
-#: wrong}. The build may not warn about anything else; remove an entry once its docstring is fixed.
-KNOWN_DOCSTRING_PROBLEMS = {
-    r"docstring of mdcvkit\.msm\.ck\.ck_test": "cites [1]_ and [3]_, defined only in the mdcvkit.msm docstring",
-    r"docstring of mdcvkit\.msm\.timescales\.implied_timescales": "cites [1]_ and [2]_, defined only in mdcvkit.msm",
-    r"docstring of mdcvkit\.msm:": "footnotes [1]-[4] that its own text never cites",
-    r"docstring of mdcvkit\.repair\.geometry\.bond_geometry": "|length − target| reads as an rst substitution",
-    r"docstring of mdcvkit\.repair\.geometry\.bonded_terms": "|normalised signed volume| reads as a substitution",
-    r"docstring of mdcvkit\.biasing\.czar\.integrate_gradient": "*grid.shape in a type starts rst emphasis",
-    # the summary line of collective_variables ends inside ``{prefix}0 ... {prefix}{n_cv-1}`` (the "." ends it)
-    r"api/mdcvkit\.export\.rst:\d+:<autosummary>:1: WARNING: Inline literal": "mdcvkit.export (new, in progress)",
-}
-
-#: Docstrings longer than MAX_DOCSTRING_LINES when the limit was set, with their length then: they may
-#: shrink, not grow. Remove an entry once it is within the limit.
-KNOWN_LONG_DOCSTRINGS = {
-    "mdcvkit.ensembles.compare_ensembles": 196,
-    "mdcvkit.repair.core.BondGeometryRepair": 82,
-}
-
-
 def _docs_conf():
     spec = importlib.util.spec_from_file_location("mdcvkit_docs_conf", DOCS / "conf.py")
     conf = importlib.util.module_from_spec(spec)
@@ -64,25 +43,11 @@ def site(tmp_path_factory):
     return out / "html", warnings
 
 
-def _known(warning):
-    return any(re.search(pattern, warning) for pattern in KNOWN_DOCSTRING_PROBLEMS)
-
-
-@pytest.mark.slow
-def test_site_builds_without_new_warnings(site):
-    """A page or docstring that does not render is an error; only the listed known problems are left."""
-    _, warnings = site
-    new = [w for w in warnings if not _known(w)]
-    assert not new, "the documentation build warns:\n" + "\n".join(new)
-
-
-@pytest.mark.xfail(strict=False, reason="docstrings of mdcvkit.msm, mdcvkit.repair.geometry, mdcvkit.biasing.czar "
-                   "and mdcvkit.export do not render yet: see KNOWN_DOCSTRING_PROBLEMS")  # fmt: skip
 @pytest.mark.slow
 def test_site_builds_without_any_warning(site):
-    """What `make docs` (-W) asks: no warning at all."""
+    """What `make docs` (-W) asks: a page or docstring that does not render is an error."""
     _, warnings = site
-    assert not warnings, "\n".join(warnings)
+    assert not warnings, "the documentation build warns:\n" + "\n".join(warnings)
 
 
 @pytest.mark.slow
@@ -126,20 +91,11 @@ def _docstrings():
     return {name: len(inspect.cleandoc(doc).splitlines()) for name, doc in rows.items() if doc}
 
 
-def test_no_docstring_grows_past_the_limit():
-    """No docstring beyond the known long ones exceeds the limit, and the known ones do not grow."""
+def test_no_docstring_is_longer_than_80_lines():
+    """Docstrings keep what a caller needs; narrative goes to docs/guide, measured results to docs/findings."""
     lengths = _docstrings()
-    too_long = {name: n for name, n in lengths.items()
-                if n > max(MAX_DOCSTRING_LINES, KNOWN_LONG_DOCSTRINGS.get(name, 0))}  # fmt: skip
+    too_long = {name: n for name, n in lengths.items() if n > MAX_DOCSTRING_LINES}
     assert not too_long, (
         f"docstrings longer than {MAX_DOCSTRING_LINES} lines: {too_long}; keep what a caller needs and move "
         "narrative to docs/guide and measured results to docs/findings"
     )
-
-
-@pytest.mark.xfail(strict=False, reason="compare_ensembles (196 lines) and BondGeometryRepair "
-                   "(82) are still longer than 80 lines: see KNOWN_LONG_DOCSTRINGS")  # fmt: skip
-def test_longest_docstring_is_at_most_80_lines():
-    lengths = _docstrings()
-    longest = max(lengths, key=lengths.get)
-    assert lengths[longest] <= MAX_DOCSTRING_LINES, f"{longest}: {lengths[longest]} lines"

@@ -152,7 +152,7 @@ def integrate_gradient(gradient, grid):
 
     Parameters
     ----------
-    gradient : numpy.ndarray, shape (n_dim, *grid.shape)
+    gradient : numpy.ndarray, shape ``(n_dim, *grid.shape)``
         Gradient in kJ/mol/(CV unit); NaN marks unknown bins.
     grid : Grid
 

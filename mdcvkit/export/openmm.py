@@ -510,7 +510,7 @@ def check_route(route):
 
 
 def collective_variables(cv, particles, n_cv, n_particles, *, route="auto", prefix="cv"):
-    """The OpenMM collective variables that define ``{prefix}0 ... {prefix}{n_cv-1}``.
+    """The OpenMM collective variables named ``{prefix}0`` to ``{prefix}{n_cv-1}``, one per CV component.
 
     Parameters
     ----------

@@ -3,10 +3,10 @@
 A CV is useful for kinetics when a Markov state model (MSM) built on a fine
 discretisation of it reproduces the slow dynamics: its implied timescales do
 not depend on the lag time beyond a modest lag, and it passes the
-Chapman–Kolmogorov (CK) test. This module runs both checks on any CV time
+Chapman–Kolmogorov (CK) test [1]_. This module runs both checks on any CV time
 series — ``AutoencoderCV.results.cv``, a numpy array, or a list of them — with
-deeptime doing the work (k-means clustering, effective transition counts,
-maximum-likelihood and Bayesian reversible MSMs, PCCA+), and returns xarray
+deeptime [4]_ doing the work (k-means clustering, effective transition counts,
+maximum-likelihood and Bayesian reversible MSMs [2]_, PCCA+ [3]_), and returns xarray
 Datasets in physical time (ps).
 
 What this module adds around deeptime is what a CV user needs: several

@@ -131,7 +131,7 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
     time kτ after starting in set *i* (from the stationary distribution within *i*),
     :math:`p_{ij}(kτ) = [P(τ)^k]_{ij}`; the MSMs estimated directly at lag kτ give the
     estimate. A Markovian CV and discretisation give predictions that match the
-    estimates [1]_. Sets come from PCCA+ [3]_ on the MSM at ``lag``, or are given.
+    estimates [1]_. Sets come from PCCA+ [2]_ on the MSM at ``lag``, or are given.
 
     Parameters
     ----------
@@ -189,6 +189,21 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
     See Also
     --------
     implied_timescales, MSMValidation, mdcvkit.plot.ck_test
+
+    References
+    ----------
+    .. [1] Prinz, J.-H. et al. "Markov models of molecular kinetics: Generation
+       and validation." J. Chem. Phys. 134, 174105 (2011).
+    .. [2] Röblitz, S. & Weber, M. "Fuzzy spectral clustering by PCCA+."
+       Adv. Data Anal. Classif. 7, 147–179 (2013).
+
+    Examples
+    --------
+    >>> import numpy as np, mdcvkit as mk
+    >>> x = np.cumsum(np.random.default_rng(0).normal(size=2000)) % 3.0   # a toy CV
+    >>> ck = mk.msm.ck_test(x, lag=2, n_sets=2, mlags=3, n_clusters=10, n_samples=10, dt=1.0)
+    >>> ck.predicted.dims
+    ('mlag', 'from_set', 'to_set')
     """
     arrays, _, dt = _trajectories(trajs, dt)
     lengths = [len(a) for a in arrays]

@@ -81,8 +81,8 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
     The CV space is clustered once (k-means++, seeded); at each lag τ deeptime counts
     transitions (effective counting, which keeps the Bayesian intervals honest), keeps the
     largest connected set, and samples reversible transition matrices from their
-    posterior [2]_. The implied timescale of process *i* is :math:`t_i(τ) = -τ / \ln|λ_i(τ)|`;
-    for a good CV and discretisation they become independent of τ beyond a modest lag [1]_.
+    posterior [1]_. The implied timescale of process *i* is :math:`t_i(τ) = -τ / \ln|λ_i(τ)|`;
+    for a good CV and discretisation they become independent of τ beyond a modest lag [2]_.
 
     Parameters
     ----------
@@ -139,6 +139,13 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
     See Also
     --------
     ck_test, MSMValidation, mdcvkit.plot.implied_timescales
+
+    References
+    ----------
+    .. [1] Trendelkamp-Schroer, B., Wu, H., Paul, F. & Noé, F. "Estimation and
+       uncertainty of reversible Markov models." J. Chem. Phys. 143, 174101 (2015).
+    .. [2] Prinz, J.-H. et al. "Markov models of molecular kinetics: Generation
+       and validation." J. Chem. Phys. 134, 174105 (2011).
 
     Examples
     --------

@@ -66,30 +66,29 @@ class BondGeometryRepair(AnalysisBase):
     results.universe : MDAnalysis.Universe
         In-memory Universe of ``atomgroup``'s atoms (same topology) with the repaired frames.
     results.report : xarray.Dataset, dim "frame"
-        Per frame, before and after: ``bond_rmsd_*`` and ``bond_max_deviation_*``
-        (Å), ``angle_rmsd_*`` (degrees), ``clashes_*`` (heavy-atom pairs, 1–2, 1–3 and
-        1–4 excluded, closer than the sum of vdW radii − 0.4 Å; donor–acceptor pairs
-        only below 2.5 Å), ``chirality_inversions_*`` (relative to the reference);
+        Per frame, before and after: ``bond_rmsd_*`` and ``bond_max_deviation_*`` (Å),
+        ``angle_rmsd_*`` (degrees), ``clashes_*`` (heavy-atom pairs, see
+        :func:`~mdcvkit.repair.structure_quality`), ``chirality_inversions_*``;
         ``heavy_atom_displacement`` (RMS, Å); with ``refine``, ``energy_before`` and
-        ``energy_after`` (kJ/mol, force field only). Attributes: ``targets``
-        (``"reference"`` or ``"first frame"``), ``iterations``, ``converged``, and
+        ``energy_after`` (kJ/mol). Attributes: ``targets``, ``iterations``, ``converged``, and
         the numbers of bonds, angles, planar pairs and stereocentres.
     bonds, angles : numpy.ndarray of int
         The bonds (n_bonds, 2) and angles (n_angles, 3) used, indices into ``atomgroup``.
 
+    Raises
+    ------
+    ValueError
+        For a ``reference`` of other atoms, atoms without masses, an unknown ``refine``, or a
+        non-positive ``tolerance`` or ``max_iterations``.
+    TypeError
+        When ``atomgroup`` or ``reference`` is not an MDAnalysis AtomGroup.
+
     Notes
     -----
-    The fast stage, all frames at once: (1) Cα-like stereocentres (three heavy neighbours)
-    that are inverted relative to the reference are reflected back through the plane of
-    those neighbours; (2) mass-weighted projection onto the bond, 1–3 and planar 1–4
-    distances (hydrogens move most, heavy atoms least); (3) frames whose CH2/CH3 centres
-    came out inverted get two hydrogens swapped, frames with a hydrogen trapped on a stretched
-    bond get it placed again from the reference, and those frames are projected again (up to
-    six rounds). ``report.attrs["iterations"]`` is the most sweeps one round took. The
-    targets averaged over the reference are not exactly compatible with each other (a mean
-    of distances is not the distance of a mean structure), so bond RMSDs end near 0.002–0.005 Å
-    rather than at 0. Steric clashes are measured, not removed, by the fast stage;
-    ``refine="openmm"`` removes them.
+    All frames are repaired at once: inverted stereocentres are reflected back, then a mass-weighted
+    projection onto the target distances moves hydrogens most; bond RMSDs end near 0.002–0.005 Å,
+    not 0. Clashes are measured, and only ``refine="openmm"`` removes them. The stages are described
+    in :doc:`/guide/generate_repair_compare`.
 
     Examples
     --------
@@ -101,11 +100,9 @@ class BondGeometryRepair(AnalysisBase):
 
     References
     ----------
-    J.-P. Ryckaert, G. Ciccotti, H. J. C. Berendsen, "Numerical integration of the Cartesian
-    equations of motion of a system with constraints", J. Comput. Phys. 23, 327 (1977) (SHAKE).
-    D. G. Anderson, "Iterative procedures for nonlinear integral equations", J. ACM 12, 547 (1965).
-    V. B. Chen et al., "MolProbity: all-atom structure validation for macromolecular
-    crystallography", Acta Cryst. D66, 12 (2010) (clash score).
+    J.-P. Ryckaert, G. Ciccotti, H. J. C. Berendsen, J. Comput. Phys. 23, 327 (1977) (SHAKE);
+    D. G. Anderson, J. ACM 12, 547 (1965) (acceleration); V. B. Chen et al., Acta Cryst. D66, 12
+    (2010) (MolProbity clash score).
     """
 
     def __init__(self, atomgroup, reference=None, *, angles=True, refine=None, tolerance=1e-4, max_iterations=200,

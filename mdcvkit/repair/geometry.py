@@ -68,7 +68,7 @@ def bonded_terms(bonds, n_atoms, masses, positions=None):
         Atomic masses (u); they rank the neighbours of a stereocentre.
     positions : array_like, shape (n_frames, n_atoms, 3), optional
         Reference positions (Å). An atom with three neighbours counts as planar
-        (sp2) only where its mean |normalised signed volume| (:func:`chirality`) is
+        (sp2) only where its mean absolute normalised signed volume (:func:`chirality`) is
         below 0.3 in them; without positions every such atom does.
 
     Returns
@@ -138,7 +138,7 @@ def bond_geometry(positions, bonds, angles, bond_targets, angle_targets):
     Returns
     -------
     dict of numpy.ndarray, each of shape (n_frames,)
-        ``bond_rmsd`` (Å), ``bond_max_deviation`` (Å, largest |length − target|)
+        ``bond_rmsd`` (Å), ``bond_max_deviation`` (Å, largest absolute difference of length and target)
         and ``angle_rmsd`` (degrees); NaN where there are no bonds or angles.
     """
     positions = _as_positions(positions)
