@@ -438,6 +438,8 @@ class Trainer:
         train_w = None if w is None else w[train_idx[0]]
         val_w = None if w is None else w[val_idx[0]].to(device)
         model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
+        if hasattr(model, "on_fit_start"):  # a hook of the model, e.g. a decoder prior scaled by the training frames
+            model.on_fit_start(len(train_idx[0]))
 
         key = self._fingerprint(model, data, p, lengths, lag, device)
         threads = torch.get_num_threads()
