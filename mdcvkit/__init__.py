@@ -26,6 +26,7 @@ from . import (
     repair,
     systems,
     training,
+    uncertainty,
 )
 from .analysis import AutoencoderCV, CollectiveVariable
 from .repair import BondGeometryRepair
@@ -52,5 +53,6 @@ __all__ = [
     "repair",
     "systems",
     "training",
+    "uncertainty",
     "__version__",
 ]

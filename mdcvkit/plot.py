@@ -557,3 +557,68 @@ def fes_comparison(ds, axes=None, **kwargs):
     for ax in axes:
         ax.set(xlabel="TIC1", ylabel="TIC2")
     return axes
+
+
+# Predicted distributions with credible bands: the Dataset of mdcvkit.uncertainty.Posterior.predict (issue 35)
+# ---------------------------------------------------------------------------------------------------------
+__all__ += ["predicted_distribution"]
+
+
+def _predicted_panel(ds, reference, ax, title, **kwargs):
+    """One panel of :func:`predicted_distribution`."""
+    if not isinstance(ds, xr.Dataset) or not {"density", "density_interval", "bin_edges"} <= set(ds.data_vars):
+        raise ValueError("ds must be the Dataset returned by Posterior.predict (mdcvkit.uncertainty); "
+                         f"got {type(ds).__name__}")
+    level = f"{100 * ds.attrs.get('credible', 0.9):.0f} %"
+    kwargs.setdefault("alpha", 0.35)
+    ax.fill_between(ds.bin, ds.density_interval.sel(bound="lower"), ds.density_interval.sel(bound="upper"),
+                    step="mid", label=f"{level} credible band", **kwargs)
+    ax.step(ds.bin, ds.density, where="mid", color="C0", label=f"posterior mean ({ds.attrs.get('method', '')})")
+    lower, upper = ds.mean_interval.values
+    ax.axvspan(lower, upper, color="C0", alpha=0.12, lw=0)
+    ax.axvline(float(ds["mean"]), color="C0", ls="--", lw=1)
+    if reference is not None:
+        values = np.asarray(reference, dtype=float).ravel()
+        density, _ = np.histogram(values, ds.bin_edges.values, density=True)
+        ax.step(ds.bin, density, where="mid", color="k", label="reference")
+        ax.axvline(values.mean(), color="k", ls="--", lw=1)
+    ax.set(xlabel=_label(ds.bin_edges, ds.attrs.get("observable", "")), ylabel="probability density")
+    ax.set_title(f"{title}mean {float(ds['mean']):.3g} [{lower:.3g}, {upper:.3g}]", fontsize="small")
+    return ax
+
+
+def predicted_distribution(ds, reference=None, ax=None, **kwargs):
+    """Predicted distribution of an observable with its credible band, against a reference histogram.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or dict of str to xarray.Dataset
+        Result of :meth:`mdcvkit.uncertainty.Posterior.predict`; a dict (e.g. ``{"N = 50": ds50, ...}``)
+        gives one panel per entry, titled by its key.
+    reference : array_like, optional
+        Reference values of the observable (e.g. Rg of every MD frame), histogrammed on the same bins;
+        its mean is drawn as a dashed black line next to the predicted mean and its interval (shaded).
+    ax : matplotlib.axes.Axes or sequence of Axes, optional
+        One axes per panel; new ones when None.
+    **kwargs
+        Passed to ``ax.fill_between`` of the band.
+
+    Returns
+    -------
+    matplotlib.axes.Axes, or numpy.ndarray of Axes for a dict
+
+    Examples
+    --------
+    >>> mk.plot.predicted_distribution({"N = 50": ds50, "N = 500": ds500}, reference=rg_md)  # doctest: +SKIP
+    """
+    if isinstance(ds, dict):
+        if not ds:
+            raise ValueError("ds is an empty dict; pass one Dataset of Posterior.predict per panel")
+        axes = _axes_row(ax, len(ds))
+        for panel, (title, data) in zip(axes, ds.items(), strict=True):
+            _predicted_panel(data, reference, panel, f"{title}: ", **kwargs)
+        axes[0].legend(fontsize="small")
+        return axes
+    ax = _predicted_panel(ds, reference, _axes(ax), "", **kwargs)
+    ax.legend(fontsize="small")
+    return ax

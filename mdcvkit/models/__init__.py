@@ -5,7 +5,9 @@ from .averaging import affine_cv, average_autoencoders
 from .base import BaseAutoencoder, Normalization, apply_in_chunks
 from .dae import DenoisingAutoEncoder
 from .gmvae import GaussianMixtureVAE
+from .laplace import LaplaceApproximation, fit_laplace
 from .mlp import ACTIVATIONS, FeedForward
+from .priors import PRIORS, ARDPrior, GaussianPrior, make_prior
 from .tae import TimeLaggedAutoEncoder
 from .vae import VariationalAutoEncoder
 from .wae import WassersteinAutoEncoder
@@ -23,11 +25,15 @@ MODELS = {
 __all__ = [
     "MODELS",
     "ACTIVATIONS",
+    "PRIORS",
+    "ARDPrior",
     "AutoEncoder",
     "BaseAutoencoder",
     "DenoisingAutoEncoder",
     "FeedForward",
     "GaussianMixtureVAE",
+    "GaussianPrior",
+    "LaplaceApproximation",
     "Normalization",
     "TimeLaggedAutoEncoder",
     "VariationalAutoEncoder",
@@ -35,4 +41,6 @@ __all__ = [
     "affine_cv",
     "apply_in_chunks",
     "average_autoencoders",
+    "fit_laplace",
+    "make_prior",
 ]

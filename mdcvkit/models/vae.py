@@ -7,6 +7,7 @@ from .._checks import check_number
 from .base import BaseAutoencoder
 from .losses import gaussian_nll, standard_normal_kl
 from .mlp import FeedForward
+from .priors import make_prior
 
 __all__ = ["VariationalAutoEncoder"]
 
@@ -37,6 +38,13 @@ class VariationalAutoEncoder(BaseAutoencoder):
         As in :class:`mdcvkit.models.AutoEncoder`.
     beta : float, default 1.0
         Weight β ≥ 0 of the KL term (β = 1: the ELBO; Higgins et al., ICLR 2017).
+    decoder_prior : None, "gaussian", "ard", dict or prior object, default None
+        Prior on the decoder parameters θ (see :mod:`mdcvkit.models.priors`) for MAP training: the
+        loss gets the term ``prior`` = −log p(θ) / n_train (n_train training frames, set by the
+        trainer through :meth:`on_fit_start`), so that training maximises the log posterior. None
+        trains by maximum likelihood, as before. Stored as its settings dict.
+
+        .. versionadded:: 0.1
 
     References
     ----------
@@ -45,14 +53,18 @@ class VariationalAutoEncoder(BaseAutoencoder):
     deep Bayesian models", J. Chem. Phys. 150, 024109 (2019).
     """
 
-    def __init__(self, n_features, n_cv, hidden=(40,), activation="tanh", scale_groups=None, beta=1.0):
+    def __init__(self, n_features, n_cv, hidden=(40,), activation="tanh", scale_groups=None, beta=1.0,
+                 decoder_prior=None):
         beta = check_number("beta", beta, example="1.0")
+        prior = make_prior(decoder_prior)
         super().__init__(n_features, n_cv, scale_groups)
         hidden = self._set_layers(hidden, activation)
         self.beta = beta
         self.encoder = FeedForward([n_features, *hidden, 2 * n_cv], activation)
         self.decoder = FeedForward([n_cv, *hidden[::-1], n_features], activation)
         self.decoder_log_var = nn.Parameter(torch.zeros(n_features))
+        self._decoder_prior = prior
+        self.decoder_prior = None if prior is None else prior.config()
 
     def encoder_moments(self, x):
         """Mean and log-variance of q(z|x) for raw features ``x``, each (n, n_cv)."""
@@ -73,5 +85,25 @@ class VariationalAutoEncoder(BaseAutoencoder):
         mean, log_var = self.encoder_moments(x)
         z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean) if self.training else mean
         log_var_x = self.decoder_log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
-        return {"reconstruction": gaussian_nll(self.normalization(target), self.decoder(z), log_var_x),
-                "kl": self.beta * standard_normal_kl(mean, log_var)}
+        terms = {"reconstruction": gaussian_nll(self.normalization(target), self.decoder(z), log_var_x),
+                 "kl": self.beta * standard_normal_kl(mean, log_var)}
+        if self._decoder_prior is not None:  # the same value for every frame: its weighted mean is itself
+            terms["prior"] = self.prior_term().expand(len(x))
+        return terms
+
+    def on_fit_start(self, n_frames):
+        """Record the number of training frames (called by :class:`mdcvkit.training.Trainer`); it scales the prior."""
+        self.n_train = int(n_frames)
+
+    def decoder_parameters(self):
+        """The decoder parameters θ as one flat tensor (weights and biases of ``decoder``, with gradient)."""
+        return torch.cat([p.reshape(-1) for p in self.decoder.parameters()])
+
+    def prior_term(self):
+        """−log p(θ) / n_train of the decoder prior (a scalar tensor); 0 without a prior."""
+        if self._decoder_prior is None:
+            return self.decoder_log_var.new_zeros(())
+        if getattr(self, "n_train", None) is None:
+            raise ValueError("decoder_prior is scaled by the number of training frames, which this model does not "
+                             "know yet; train it with mdcvkit.training.Trainer (or call on_fit_start(n_frames))")
+        return self._decoder_prior.penalty(self.decoder_parameters()) / self.n_train
