@@ -304,7 +304,7 @@ def test_gmvae_clusters_and_cluster_generation(heavy):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(model="ae", beta=2.0), r"beta=2.0 not a setting of model='ae'; its own settings are none"),
     (dict(model="vae", n_clusters=3),
-     r"n_clusters=3 not a setting of model='vae'; its own settings are \['beta'\]"),
+     r"n_clusters=3 not a setting of model='vae'; its own settings are \['beta', 'decoder_prior'\]"),
     (dict(model="tae"), "model='tae' is time-lagged and needs lag >= 1"),
     (dict(model="tae", lag=-1), "lag=-1 must be an integer >= 0; pass the lag in frames"),
     (dict(model="gmvae", n_clusters=1), "n_clusters=1 must be an integer >= 2"),
