@@ -37,7 +37,7 @@ MIN_QUANTILE_SAMPLES = 20
 
 
 def radius_of_gyration(positions, masses):
-    """Mass-weighted radius of gyration of each frame, √(Σᵢ mᵢ |rᵢ − r_cm|² / Σᵢ mᵢ).
+    """Mass-weighted radius of gyration of each frame, √(Σᵢ mᵢ ‖rᵢ − r_cm‖² / Σᵢ mᵢ).
 
     The same quantity as MDAnalysis' ``AtomGroup.radius_of_gyration()``, for many frames at once.
 

@@ -64,7 +64,7 @@ class ARDPrior:
     ----------
     a0, b0 : float, default 1e-5
         Shape and rate of the Gamma hyperprior, both > 0. Small values make the prior vague: weights
-        the data do not need are driven to zero (|θ_j| below √(2 b₀), see :meth:`switched_off`).
+        the data do not need are driven to zero (θ_j² below 2 b₀, see :meth:`switched_off`).
 
     Examples
     --------
