@@ -13,7 +13,8 @@ AtomGroup, not to global atom indices.
 :class:`FeatureCollector` reads a trajectory through MDAnalysis in chunks and
 fills the feature matrix, so memory is bounded by the features, never by all
 positions at once; it supports MDAnalysis's ``serial``, ``multiprocessing`` and
-``dask`` backends.
+``dask`` backends, and a ``dask.distributed`` cluster through
+:class:`mdcvkit.frames.DaskClientBackend`.
 """
 
 import operator
@@ -30,6 +31,8 @@ from MDAnalysis.exceptions import NoDataError
 from MDAnalysis.lib.mdamath import triclinic_vectors
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from .frames import DaskClientBackend
 
 __all__ = [
     "Featurizer",
@@ -1115,6 +1118,13 @@ class FeatureCollector(AnalysisBase):
             values = self.featurizer(torch.from_numpy(positions), box).numpy()
         self.results.features[self._chunk_start : self._chunk_start + n] = values
         self._chunk_start += n
+
+    def run(self, *args, backend=None, unsupported_backend=False, **kwargs):
+        """As :meth:`MDAnalysis.analysis.base.AnalysisBase.run`; ``backend`` may also be a
+        :class:`mdcvkit.frames.DaskClientBackend` (tested with this class, so MDAnalysis's
+        ``unsupported_backend=True`` is not needed for it)."""
+        unsupported_backend = unsupported_backend or isinstance(backend, DaskClientBackend)
+        return super().run(*args, backend=backend, unsupported_backend=unsupported_backend, **kwargs)
 
     def _get_aggregator(self):
         return ResultsGroup(lookup={"features": ResultsGroup.ndarray_vstack})
