@@ -35,7 +35,7 @@ from ._checks import openmm_seed
 from .analysis import CollectiveVariable
 from .features import Positions
 
-__all__ = ["ToySystem", "EntropicSwitch", "DoubleWell2D", "FourWell1D", "TOYS"]
+__all__ = ["ToySystem", "EntropicSwitch", "DoubleWell2D", "TiltedDoubleWell2D", "FourWell1D", "TOYS"]
 
 #: molar gas constant in kJ/mol/K, the one OpenMM uses
 MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
@@ -391,6 +391,73 @@ class DoubleWell2D(ToySystem):
         return self.barrier * (x1**2 - 1) ** 2 + 0.5 * self.stiffness * x2**2
 
 
+class TiltedDoubleWell2D(ToySystem):
+    """The bistable toy of Schöberl et al. (2020) with one less pronounced mode, ``beta = 1``.
+
+    ``V = a/4 x1⁴ - b/2 x1² + c x1 + d/2 x2²`` in kJ/mol. The tilt ``c > 0`` lifts the well at
+    positive ``x1``: with the defaults (a, b, c, d) = (1, 3, 0.4, 50) the wells lie near
+    ``x1 = -1.8`` and ``+1.6``, the saddle at ``x1 = 0.134`` (:attr:`saddle`) and the minor
+    mode ``x1 > saddle`` holds 22.4 % of the probability (:meth:`mode_weights`, by quadrature).
+
+    Parameters
+    ----------
+    a, b, c, d : float, default 1, 3, 0.4, 50
+        Coefficients in kJ/mol per power of nm (reduced units); ``a``, ``b`` and ``d`` positive.
+        The stiff ``x2`` (``d = 50``) keeps ``x1`` the widest direction at every temperature, so
+        that a one-dimensional latent space follows ``x1`` (see ``docs/findings/physics.md``).
+    beta, timestep, restraint
+        As in :class:`EntropicSwitch`.
+
+    Examples
+    --------
+    >>> toy = TiltedDoubleWell2D()
+    >>> round(float(toy.mode_weights()[1]), 3)
+    0.224
+
+    References
+    ----------
+    M. Schöberl, N. Zabaras, P.-S. Koutsourelakis, "Embedded-physics machine learning for
+    coarse-graining and collective variable discovery without data", arXiv:2002.10148 (2020).
+    """
+
+    n_dim = 2
+    bounds = ((-4.0, 4.0), (-6.0, 6.0))
+    start = (-1.8, 0.0)
+    default_beta = 1.0
+    long_name = "tilted 2-D double well"
+
+    def __init__(self, *, a=1.0, b=3.0, c=0.4, d=50.0, beta=None, timestep=None, restraint=100.0):
+        for name, value in (("a", a), ("b", b), ("d", d)):
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive number (kJ/mol units); pass e.g. 1.0")
+        if not np.isfinite(c):
+            raise ValueError(f"c={c!r} must be a finite number (kJ/mol/nm); pass e.g. 0.4")
+        self.a, self.b, self.c, self.d = float(a), float(b), float(c), float(d)
+        self.expression = f"{self.a!r}/4*x^4 - {self.b!r}/2*x^2 + {self.c!r}*x + 0.5*{self.d!r}*y^2"
+        super().__init__(beta=beta, timestep=timestep, restraint=restraint)
+
+    def _energy(self, x1, x2, xp):
+        return self.a / 4 * x1**4 - self.b / 2 * x1**2 + self.c * x1 + 0.5 * self.d * x2**2
+
+    @property
+    def saddle(self):
+        """``x1`` of the barrier top between the wells (nm), the middle root of ``dV/dx1 = 0``."""
+        roots = np.roots([self.a, 0.0, -self.b, self.c])
+        return float(np.sort(roots.real)[1])
+
+    def mode_weights(self, n_integration=4001):
+        """Exact probabilities of ``x1 < saddle`` and ``x1 > saddle``, by quadrature over :attr:`bounds`.
+
+        Returns
+        -------
+        numpy.ndarray, shape (2,)
+        """
+        density = self.probability("x1", grid=np.linspace(*self.bounds[0], n_integration))
+        x1 = density["x1"].values
+        left = trapezoid(np.where(x1 < self.saddle, density.values, 0.0), x1)
+        return np.array([left, 1.0 - left])
+
+
 class FourWell1D(ToySystem):
     """Prinz's one-dimensional four-well potential, ``beta = 1``.
 
@@ -427,4 +494,5 @@ class FourWell1D(ToySystem):
 
 
 #: the toys by name
-TOYS = {"EntropicSwitch": EntropicSwitch, "DoubleWell2D": DoubleWell2D, "FourWell1D": FourWell1D}
+TOYS = {"EntropicSwitch": EntropicSwitch, "DoubleWell2D": DoubleWell2D, "TiltedDoubleWell2D": TiltedDoubleWell2D,
+        "FourWell1D": FourWell1D}

@@ -330,8 +330,8 @@ class Trainer:
         n_parameters = sum(p.numel() for p in model.parameters())
         return max(1, min(torch.get_num_threads(), n_parameters // 100_000))
 
-    def fit(self, model, features, *, weights=None, log_weights=None, lengths=None, lag=0):
-        """Train a copy of ``model`` on ``features``.
+    def fit(self, model, features, *, weights=None, log_weights=None, lengths=None, lag=0, objective=None):
+        """Train a copy of ``model`` on ``features``, or on an objective that draws its own samples.
 
         Parameters
         ----------
@@ -345,6 +345,18 @@ class Trainer:
             Frames per trajectory; one trajectory when None.
         lag : int, default 0
             Lag in frames of the (input, target) pairs for time-lagged models.
+        objective : object, optional
+            Replaces ``model.loss``: ``objective.loss(model, x, target)`` returns
+            (loss, terms) for a minibatch (``x`` and ``target`` None when
+            ``features`` is None: the objective draws its own samples, e.g.
+            reverse-KL training from a potential), ``objective.steps_per_epoch``
+            counts the steps of an epoch without features, and
+            ``objective.validate(model, data_loss)`` returns a dict of floats
+            recorded per epoch whose ``"validation"`` entry early-stops
+            (``data_loss``: the validation loss of the data, None without).
+            No checkpoint with an objective.
+
+            .. versionadded:: 0.1
 
         Returns
         -------
@@ -373,6 +385,14 @@ class Trainer:
             When there are fewer training frames than features.
         """
         device = resolve_device(self.device)
+        if objective is not None and self.checkpoint is not None:
+            raise ValueError("a checkpoint cannot fingerprint an objective; pass checkpoint=None with objective")
+        if features is None:
+            if objective is None:
+                raise ValueError("features=None trains only with an objective that draws its own samples; "
+                                 "pass features of shape (n_frames, n_features)")
+            empty = (torch.zeros(0, dtype=torch.long),) * 2
+            return self._run(model, None, empty, None, empty, None, np.zeros(0, dtype=bool), device, objective)
         try:
             data = torch.as_tensor(features) if isinstance(features, torch.Tensor) else torch.as_tensor(
                 np.asarray(features))
@@ -428,25 +448,30 @@ class Trainer:
                 f"drop the zero-weight frames, pass more frames, or change validation_fraction or n_blocks"
             )
 
-        torch.manual_seed(self.seed)
-        generator = torch.Generator().manual_seed(self.seed)
-        model = copy.deepcopy(model).to(device)
         data = data.to(device=device, dtype=torch.float32)
         train_idx = torch.as_tensor(source[~is_val]), torch.as_tensor(target[~is_val])
         val_idx = torch.as_tensor(source[is_val]), torch.as_tensor(target[is_val])
         w = None if p is None else torch.as_tensor(p, dtype=torch.float64)
         train_w = None if w is None else w[train_idx[0]]
         val_w = None if w is None else w[val_idx[0]].to(device)
-        model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
-        if hasattr(model, "on_fit_start"):  # a hook of the model, e.g. a decoder prior scaled by the training frames
-            model.on_fit_start(len(train_idx[0]))
+        return self._run(model, data, train_idx, train_w, val_idx, val_w, val_mask, device, objective,
+                         (p, lengths, lag))
 
-        key = self._fingerprint(model, data, p, lengths, lag, device)
+    def _run(self, model, data, train_idx, train_w, val_idx, val_w, val_mask, device, objective, digest=None):
+        """Train a copy of ``model`` (normalisation fitted to the training frames, if any) and package the result."""
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        model = copy.deepcopy(model).to(device)
+        if data is not None:
+            model.normalization.fit(data[train_idx[0]], None if train_w is None else train_w.to(device))
+            if hasattr(model, "on_fit_start"):  # a model hook, e.g. a decoder prior scaled by the training frames
+                model.on_fit_start(len(train_idx[0]))
+        key = None if digest is None else self._fingerprint(model, data, *digest, device)
         threads = torch.get_num_threads()
         torch.set_num_threads(self._threads(model))
         try:
             records, best, initial, stopped = self._train(model, data, train_idx, train_w, val_idx, val_w,
-                                                          generator, device, key)
+                                                          generator, device, key, objective)
         finally:
             torch.set_num_threads(threads)
         self._warn_convergence(records, best, initial, stopped)
@@ -539,53 +564,68 @@ class Trainer:
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
-    def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device, key=None):
+    def _validate(self, model, data, index, weights, objective):
+        """The epoch's validation record: the data's validation loss, or the objective's dict built on it."""
+        data_loss = self._evaluate(model, data, index, weights) if len(index[0]) else None
+        return {"validation": data_loss} if objective is None else objective.validate(model, data_loss)
+
+    def _batches(self, data, source, target, train_w, generator, objective):
+        """The (input, target) minibatches of one epoch; (None, None) steps for an objective without data."""
+        if data is None:
+            return [(None, None)] * objective.steps_per_epoch
+        n_train = len(source)
+        if train_w is None:
+            order = torch.randperm(n_train, generator=generator).to(source.device)
+        else:
+            order = torch.multinomial(train_w, n_train, replacement=True, generator=generator).to(source.device)
+        # one gather per epoch; minibatches are then contiguous slices of it
+        inputs = data[source[order]]
+        targets = inputs if torch.equal(source, target) else data[target[order]]  # lag 0: the target is the input
+        return [(inputs[start:start + self.batch_size], targets[start:start + self.batch_size])
+                for start in range(0, n_train, self.batch_size)]
+
+    def _train(self, model, data, train_idx, train_w, val_idx, val_w, generator, device, key=None, objective=None):
         """The epoch loop.
 
         Returns the per-epoch records, (best loss, best epoch, best state), the loss before training and
         whether early stopping ended it.
         """
-        n_train, n_val = len(train_idx[0]), len(val_idx[0])
+        n_val = len(val_idx[0])
         source, target = train_idx[0].to(device), train_idx[1].to(device)
-        same = torch.equal(source, target)  # lag 0: the target is the input
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate, fused=True)
         first, records, best, done, initial = self._resume(key, model, optimizer, generator, device)
         if done:
             return records, best, initial, True
         if initial is None:  # the loss before training, the yardstick of divergence; draws no random number
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                initial = (self._evaluate(model, data, val_idx, val_w) if n_val
-                           else self._evaluate(model, data, train_idx, train_w))
+                initial = self._validate(model, data, val_idx if n_val else train_idx,
+                                         val_w if n_val else train_w, objective)["validation"]
         stop = False
         epochs = tqdm(range(first, self.max_epochs), disable=not self.verbose, desc="training", unit="epoch",
                       initial=first, total=self.max_epochs)
         for epoch in epochs:
             model.train()
-            if train_w is None:
-                order = torch.randperm(n_train, generator=generator).to(device)
-            else:
-                order = torch.multinomial(train_w, n_train, replacement=True, generator=generator).to(device)
-            # one gather per epoch; minibatches are then contiguous slices of it
-            inputs = data[source[order]]
-            targets = inputs if same else data[target[order]]
-            total, terms_sum = torch.zeros((), device=device), {}
-            for start in range(0, n_train, self.batch_size):
-                x = inputs[start:start + self.batch_size]
-                loss, terms = model.loss(x, targets[start:start + self.batch_size])
+            total, terms_sum, n_seen = torch.zeros((), device=device), {}, 0
+            for x, y in self._batches(data, source, target, train_w, generator, objective):
+                loss, terms = model.loss(x, y) if objective is None else objective.loss(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.detach() * len(x)
+                n = 1 if x is None else len(x)
+                n_seen += n
+                total += loss.detach() * n
                 for name, value in terms.items():
-                    terms_sum[name] = terms_sum.get(name, 0.0) + value * len(x)
+                    terms_sum[name] = terms_sum.get(name, 0.0) + value * n
             if not torch.isfinite(total):  # checked once per epoch: no device sync per step
                 raise FloatingPointError(
                     f"the training loss became {float(total)} during epoch {epoch}; lower learning_rate "
                     f"(now {self.learning_rate}) or check the inputs for extreme values"
                 )
-            record = {"train": float(total) / n_train,
-                      **{f"train_{k}": float(v) / n_train for k, v in terms_sum.items()}}
-            record["validation"] = self._evaluate(model, data, val_idx, val_w) if n_val else record["train"]
+            record = {"train": float(total) / n_seen,
+                      **{f"train_{k}": float(v) / n_seen for k, v in terms_sum.items()}}
+            record.update(self._validate(model, data, val_idx, val_w, objective))
+            if record["validation"] is None:  # no validation frames: early-stop on the training loss
+                record["validation"] = record["train"]
             records.append(record)
             if self.verbose:
                 epochs.set_postfix(train=f"{record['train']:.4g}", validation=f"{record['validation']:.4g}")
