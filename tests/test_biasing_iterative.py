@@ -12,7 +12,7 @@ import xarray as xr
 import mdcvkit as mk
 from mdcvkit import systems
 from mdcvkit.analysis import CollectiveVariable
-from mdcvkit.biasing import ExtendedABF, IterativeCVLearning
+from mdcvkit.biasing import OPES, ExtendedABF, IterativeCVLearning
 from mdcvkit.biasing._febilae import iteration_seed
 from mdcvkit.biasing.bias import add_cv_bias
 from mdcvkit.biasing.iterative import STATE_VERSION
@@ -166,26 +166,28 @@ def test_resume_from_state_file(toy, tmp_path):
         make(toy, max_iterations=2, state_file=state, n_bins=40, **kwargs).run()
 
 
+@pytest.mark.parametrize("sampler", ["eabf", "opes"])
 @pytest.mark.parametrize("start", ["previous", "initial"])
-def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path, start):
+def test_runs_start_where_the_previous_one_ended_or_from_the_start(toy, tmp_path, start, sampler):
     """'previous' chains the runs (iterations and production) into one trajectory; 'initial' restarts each."""
     state = tmp_path / "state.pt"
     loop = make(toy, steps=20_000, max_iterations=2, min_score=1.0, production_steps=1_000, start=start,
-                state_file=state)  # fmt: skip
-    sample, eabf, runs = loop._sample_unbiased, loop._eabf, []
+                state_file=state, sampler=sampler)  # fmt: skip
+    sample, biased, runs = loop._sample_unbiased, loop._biased, []
 
     def spy_sample(seed):
         frames, last = sample(seed)
         runs.append(("end", last))
         return frames, last
 
-    def spy_eabf(cv, grid, n_steps, seed, positions, kappa=None):
+    def spy_biased(cv, grid, n_steps, seed, positions, kappa=None):
         runs.append(("start", positions))
-        run, last = eabf(cv, grid, n_steps, seed, positions, kappa)
+        run, last = biased(cv, grid, n_steps, seed, positions, kappa)
+        assert isinstance(run, ExtendedABF if sampler == "eabf" else OPES)
         runs.append(("end", last))
         return run, last
 
-    loop._sample_unbiased, loop._eabf = spy_sample, spy_eabf
+    loop._sample_unbiased, loop._biased = spy_sample, spy_biased
     loop.run()
     assert [kind for kind, _ in runs] == ["end"] + ["start", "end"] * 3  # iterations 0-2 and the production
     for k in (1, 3, 5):
@@ -427,9 +429,9 @@ def test_loops_of_different_seeds_share_no_random_stream(toy):
     used = {}
     for seed in (0, 1):
         loop = make(toy, steps=1_000, max_iterations=2, min_score=1.0, production_steps=1_000, seed=seed)
-        sample, eabf, seeds = loop._sample_unbiased, loop._eabf, []
+        sample, biased, seeds = loop._sample_unbiased, loop._biased, []
         loop._sample_unbiased = lambda s, sample=sample, seeds=seeds: seeds.append(s) or sample(s)
-        loop._eabf = lambda cv, grid, n, s, *a, eabf=eabf, seeds=seeds: seeds.append(s) or eabf(cv, grid, n, s, *a)
+        loop._biased = lambda cv, grid, n, s, *a, run=biased, seeds=seeds: seeds.append(s) or run(cv, grid, n, s, *a)
         loop.run()
         used[seed] = seeds
     assert len(used[0]) == len(used[1]) == 4  # iterations 0-2 and the production
@@ -627,7 +629,7 @@ def test_autoencoder_cv_get_params_builds_a_twin():
 def test_estimator_sampling_and_convergence_must_be_settings(toy):
     with pytest.raises(TypeError, match=r"estimator must be an AutoencoderCV or a dict of its settings"):
         IterativeCVLearning(toy, estimator="vae")
-    with pytest.raises(ValueError, match=r"sampling=\{'n_steps': 5\}: .*its settings are \['steps', "):
+    with pytest.raises(ValueError, match=r"sampling=\{'n_steps': 5\}: .*its settings are \['sampler', 'steps', "):
         IterativeCVLearning(toy, sampling={"n_steps": 5})
     with pytest.raises(TypeError, match=r"convergence must be a Convergence or a dict of its settings, not int"):
         IterativeCVLearning(toy, convergence=3)
@@ -637,6 +639,14 @@ def test_estimator_sampling_and_convergence_must_be_settings(toy):
         Convergence(min_score=1.5)
     with pytest.raises(ValueError, match=r"bias_stride=3 must divide sample_frequency=50.*sample_frequency=48"):
         Sampling(bias_stride=3)
+    with pytest.raises(ValueError, match=r"sampler='metad' must be one of \['eabf', 'opes'\]"):
+        Sampling(sampler="metad")
+    with pytest.raises(ValueError, match=r"pace=120 must be a multiple of sample_frequency=50.*pace=100"):
+        Sampling(sampler="opes", pace=120)
+    with pytest.raises(ValueError, match=r"pace=0 must be an integer >= 1.*PACE"):
+        Sampling(pace=0)
+    with pytest.raises(ValueError, match=r"barrier=-1.0 must be a finite number > 0"):
+        Sampling(sampler="opes", barrier=-1.0)
 
 
 def test_bias_stride_reaches_every_eabf_run(toy, monkeypatch):
@@ -678,6 +688,7 @@ def short_loop(toy, path, estimator=None, sampling=None, **kwargs):
     ({"estimator": {"learning_rate": 0.01}}, r"estimator.learning_rate: 0.001 in the file, 0.01 now"),
     ({"sampling": {"kappa": 3.0}}, r"sampling.kappa: None in the file, \[3.0\] now"),
     ({"sampling": {"weights": "czar"}}, r"sampling.weights: 'abf' in the file, 'czar' now"),
+    ({"sampling": {"sampler": "opes"}}, r"sampling.sampler: 'eabf' in the file, 'opes' now"),
     ({"temperature": 900}, r"system.temperature: .* in the file, 900.0 now"),
     ({"seed": 3}, r"seed: 0 in the file, 3 now"),
     ({"n_models": 2}, r"n_models: 1 in the file, 2 now"),

@@ -1,9 +1,10 @@
-"""Samplers that take a CV: a bias force with multiple time stepping, extended ABF with CZAR, FEBILAE.
+"""Samplers that take a CV: a bias force with multiple time stepping, extended ABF with CZAR, OPES, FEBILAE.
 
 Modules: :mod:`~mdcvkit.biasing.bias` (a bias ``U(ξ)`` in an OpenMM System, evaluated every
 ``bias_stride`` steps; the platform choice), :mod:`~mdcvkit.biasing.grid`,
 :mod:`~mdcvkit.biasing.czar`, :mod:`~mdcvkit.biasing.extended` and :mod:`~mdcvkit.biasing.eabf`
-(extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.reweight` (per-frame weights of
+(extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.opes` (OPES through openmm-opes),
+:mod:`~mdcvkit.biasing.reweight` (per-frame weights of
 biased frames), :mod:`~mdcvkit.biasing.settings` and :mod:`~mdcvkit.biasing.iterative` (the FEBILAE loop).
 The CV reaches OpenMM through :mod:`mdcvkit.export`, the one place a CV leaves torch.
 """
@@ -13,7 +14,8 @@ from .czar import CZARAccumulator, czar, integrate_gradient
 from .eabf import ExtendedABF
 from .grid import Grid
 from .iterative import IterativeCVLearning
-from .reweight import ESTIMATORS, eabf_log_weights, effective_sample_size
+from .opes import OPES
+from .reweight import ESTIMATORS, eabf_log_weights, effective_sample_size, opes_log_weights
 from .settings import Convergence, Sampling
 
 __all__ = [
@@ -32,4 +34,6 @@ __all__ = [
     "ESTIMATORS",
     "eabf_log_weights",
     "effective_sample_size",
+    "OPES",
+    "opes_log_weights",
 ]

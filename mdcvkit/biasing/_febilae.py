@@ -17,8 +17,8 @@ from .._io import atomic_path
 from .._params import check_fingerprint, data_digest
 from ..export.openmm import NM_TO_ANGSTROM, module_dtype
 
-#: version of the state-file layout (7: fingerprint of every setting; CVs are CollectiveVariables)
-STATE_VERSION = 7
+#: version of the state-file layout (7: fingerprint of every setting; CVs are CollectiveVariables; 8: the sampler)
+STATE_VERSION = 8
 
 
 def iteration_seed(seed, i):
@@ -64,17 +64,6 @@ def toy_region(toy, n_particles, particles):
     positions = np.zeros((len(keep), n_particles, 3))
     positions[:, 0, : keep.shape[1]] = keep * NM_TO_ANGSTROM
     return positions[:, particles]
-
-
-def histogram_pmf(values, log_w, grid, kT):
-    """``-kT ln`` of the weighted histogram of CV ``values`` on ``grid`` (kJ/mol, 0 at its minimum, NaN if empty)."""
-    index = grid.index(values)
-    weights = np.exp(log_w) if log_w is not None else np.ones(len(index))
-    hist = np.bincount(index[index >= 0], weights=weights[index >= 0], minlength=int(np.prod(grid.shape)))
-    with np.errstate(divide="ignore"):
-        pmf = -kT * np.log(hist / hist.sum())
-    pmf[~np.isfinite(pmf)] = np.nan
-    return (pmf - np.nanmin(pmf)).reshape(grid.shape)
 
 
 def reference_values(reference, positions):

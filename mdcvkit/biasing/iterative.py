@@ -1,10 +1,11 @@
-"""FEBILAE: learn a CV, bias along it with eABF, reweight, retrain, until the CV stops changing.
+"""FEBILAE: learn a CV, bias along it with eABF or OPES, reweight, retrain, until the CV stops changing.
 
 References
 ----------
 Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, "Chasing collective variables using autoencoders and
 biased trajectories", J. Chem. Theory Comput. 18, 59 (2022) (FEBILAE).
 A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017) (eABF, CZAR).
+M. Invernizzi, M. Parrinello, J. Phys. Chem. Lett. 11, 2731 (2020) (OPES).
 """
 
 import dataclasses
@@ -29,7 +30,8 @@ from ._febilae import STATE_VERSION, cv_values, iteration_seed
 from .bias import check_particles
 from .eabf import MOLAR_GAS_CONSTANT, ExtendedABF, _check_kappa, _temperature_kelvin
 from .grid import Grid
-from .reweight import eabf_log_weights, effective_sample_size
+from .opes import OPES
+from .reweight import eabf_log_weights, effective_sample_size, histogram_pmf, opes_log_weights
 from .settings import Convergence, Sampling, as_settings
 
 __all__ = ["IterativeCVLearning", "ESTIMATOR_DEFAULTS"]
@@ -47,16 +49,18 @@ PER_TRAINING = {"weights": None, "log_weights": None, "checkpoint": None, "seed"
 
 
 class IterativeCVLearning:
-    """FEBILAE: iterate eABF along a learned CV, reweighting and retraining, until the CV converges.
+    """FEBILAE: iterate eABF (or OPES) along a learned CV, reweighting and retraining, until the CV converges.
 
     1. Sample ``sampling.steps`` unbiased steps from ``positions``; fit ``estimator`` on the frames; ξ₀
        is its CV.
-    2. Iteration i ≥ 1: eABF along ξ_{i-1} from where the previous run ended; weights for the unbiased
-       density, ``w_j ∝ exp(-β A_i(ξ_j)) / h_i(ξ_j)`` (:func:`~mdcvkit.biasing.eabf_log_weights`; frames
-       of weight zero left out); fit a fresh estimator with those ``log_weights``; ξ_i is its CV;
-       ``regscore`` and ``knn_regscore`` between ξ_{i-1} and ξ_i on the frames of iteration i.
+    2. Iteration i ≥ 1: eABF along ξ_{i-1} (or OPES, ``sampling.sampler="opes"``) from where the previous
+       run ended; the sampler's weights for the unbiased density, eABF's ``w_j ∝ exp(-β A_i(ξ_j)) / h_i(ξ_j)``
+       (:func:`~mdcvkit.biasing.eabf_log_weights`; frames of weight zero left out) or OPES's
+       ``w_j ∝ exp(β V_t(ξ_j))`` (:func:`~mdcvkit.biasing.opes_log_weights`); fit a fresh estimator with
+       those ``log_weights``; ξ_i is its CV; ``regscore`` and ``knn_regscore`` between ξ_{i-1} and ξ_i on the
+       frames of iteration i.
     3. Stop when the score of ``convergence.criterion`` has reached ``min_score`` in ``patience``
-       successive iterations, or after ``max_iterations``; then an optional production eABF run.
+       successive iterations, or after ``max_iterations``; then an optional production run.
 
     Each CV is an ordinary :class:`~mdcvkit.analysis.CollectiveVariable`, standardised over its frames
     (folded into the encoder's last layer): grids and κ are in units of its spread. What the defaults
@@ -86,7 +90,8 @@ class IterativeCVLearning:
     integrator : openmm.Integrator, optional
         At ``temperature``; default the toy's Brownian one, else LangevinMiddle (1/ps, 2 fs).
     sampling : Sampling or dict, optional
-        Steps, grid, κ, bias route and stride, start, weights, production (:class:`Sampling`).
+        Sampler (eABF or OPES), steps, grid, κ or barrier, bias route and stride, start, weights, production
+        (:class:`Sampling`).
     convergence : Convergence or dict, optional
         Criterion, threshold, patience, iterations, bootstrap, score weights (:class:`Convergence`).
     n_models : int, default 1
@@ -112,7 +117,7 @@ class IterativeCVLearning:
         ``knn_regscore``, ``threshold``, ``reference_score``, ``n_frames``, ``ess`` (Kish effective
         sample size of the training weights, frames), ``pmf`` (kJ/mol, reweighted, along ``xi``)),
         ``models`` (``models[i]`` is ξ_i), ``cv`` (the last), ``converged``, ``production`` (the
-        production eABF's results or None), ``production_log_weights``.
+        production run's results or None), ``production_log_weights``.
     n_resumed_ : int
         After :meth:`run`: iterations read from ``state_file`` rather than computed.
 
@@ -174,7 +179,7 @@ class IterativeCVLearning:
         self._params = {**self.estimator.get_params(), **PER_TRAINING}  # every setting, read back
         self.n_cv = self.estimator.n_cv
         if self.n_cv not in (1, 2):
-            raise ValueError(f"the estimator has n_cv={self.n_cv}; the loop's eABF takes 1 or 2, e.g. {{'n_cv': 2}}")
+            raise ValueError(f"the estimator has n_cv={self.n_cv}; the loop's samplers take 1 or 2, e.g. {{'n_cv': 2}}")
         for name in ("kappa", "production_kappa"):
             if getattr(self.sampling, name) is not None:
                 _check_kappa(getattr(self.sampling, name), self.n_cv, name)
@@ -223,7 +228,7 @@ class IterativeCVLearning:
         return CollectiveVariable(self.featurizer, affine_cv(model, np.diag(1 / scale), -offset / scale)).eval()
 
     def _grid(self, cv, positions, margin=None):
-        """eABF grid over the values of ``cv`` on ``positions`` (Å) and the start, widened by ``margin``."""
+        """Sampler grid over the values of ``cv`` on ``positions`` (Å) and the start, widened by ``margin``."""
         values = [cv_values(cv, positions), cv_values(cv, self.positions[self.particles][None] * NM_TO_ANGSTROM)]
         if self.toy is not None:
             if not hasattr(self, "_region"):
@@ -241,22 +246,33 @@ class IterativeCVLearning:
         return regscore(cv_values(cv, positions), pieces.reference_values(self.reference, positions),
                         weights=frame_weights)  # fmt: skip
 
-    def _eabf(self, cv, grid, n_steps, seed, positions, kappa=None):
-        """eABF along ``cv`` from ``positions`` (nm), κ ``kappa`` (default the sampling's); the run and its last
-        positions (nm)."""
+    def _biased(self, cv, grid, n_steps, seed, positions, kappa=None):
+        """A run of ``sampling.sampler`` along ``cv`` from ``positions`` (nm), eABF's κ ``kappa`` (default the
+        sampling's); the run and its last positions (nm)."""
         s = self.sampling
-        kappa = s.kappa if kappa is None else kappa
-        kappa = self.kT / (2 * grid.width) ** 2 if kappa is None else kappa
-        kwargs = {"lambda_mass": self.toy.mass} if self.toy is not None else {}
-        if s.bias_stride != 1:
-            kwargs["bias_stride"] = s.bias_stride
-        eabf = ExtendedABF(self.system, positions, cv, grid, kappa, self.temperature, particles=self.particles,
-                           route=s.route, integrator=self._integrator(seed), sample_frequency=s.sample_frequency,
-                           update_frequency=s.sample_frequency * max(1, 1000 // s.sample_frequency),
-                           full_samples=s.full_samples, store_positions=True, seed=seed, **kwargs)  # fmt: skip
-        eabf.run(n_steps)
-        last = eabf.context.getState(getPositions=True).getPositions(asNumpy=True)._value
-        return eabf, np.asarray(last[: self.system.getNumParticles()], dtype=float)  # without λ's particle
+        kwargs = {"bias_stride": s.bias_stride} if s.bias_stride != 1 else {}
+        common = {"particles": self.particles, "route": s.route, "integrator": self._integrator(seed),
+                  "sample_frequency": s.sample_frequency, "store_positions": True, "seed": seed}  # fmt: skip
+        if s.sampler == "opes":
+            barrier = 10 * self.kT if s.barrier is None else s.barrier
+            run = OPES(self.system, positions, cv, grid, barrier, self.temperature, pace=s.pace, **common, **kwargs)
+        else:
+            kappa = s.kappa if kappa is None else kappa
+            kappa = self.kT / (2 * grid.width) ** 2 if kappa is None else kappa
+            if self.toy is not None:
+                kwargs["lambda_mass"] = self.toy.mass
+            run = ExtendedABF(self.system, positions, cv, grid, kappa, self.temperature,
+                              update_frequency=s.sample_frequency * max(1, 1000 // s.sample_frequency),
+                              full_samples=s.full_samples, **common, **kwargs)  # fmt: skip
+        run.run(n_steps)
+        last = run.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+        return run, np.asarray(last[: self.system.getNumParticles()], dtype=float)  # without eABF's λ particle
+
+    def _log_weights(self, run):
+        """The sampler's own log-weights of a biased run's frames for the unbiased density."""
+        if self.sampling.sampler == "opes":
+            return opes_log_weights(run)
+        return eabf_log_weights(run, self.sampling.weights)
 
     def _start(self, state):
         """Start positions (nm) of the next sampling run."""
@@ -337,10 +353,10 @@ class IterativeCVLearning:
             positions, last = self._sample_unbiased(seed)
         else:
             previous = state["models"][-1]
-            eabf, last = self._eabf(previous, self._grid(previous, state["positions"]), s.steps, seed,
-                                    self._start(state))  # fmt: skip
-            positions = eabf.results.samples.positions.values
-            target = eabf_log_weights(eabf, s.weights)
+            run, last = self._biased(previous, self._grid(previous, state["positions"]), s.steps, seed,
+                                     self._start(state))  # fmt: skip
+            positions = run.results.samples.positions.values
+            target = self._log_weights(run)
             ess = effective_sample_size(target)
             if s.reweight and ess < s.ess_threshold * len(positions):
                 warnings.warn(f"iteration {i}: the weights collapsed: effective sample size {ess:.0f} of "
@@ -370,7 +386,7 @@ class IterativeCVLearning:
             **{RECORD_KEYS[name]: value for name, value in scores.items()}, "threshold": threshold,
             "reference_score": self._reference_score(cv, positions, frame_weights),
             "n_frames": len(positions), "ess": ess,
-            "pmf": pieces.histogram_pmf(cv_values(cv, positions), target, grid, self.kT),
+            "pmf": histogram_pmf(cv_values(cv, positions), target, grid, self.kT),
             "grid": [grid.centers(d) for d in range(grid.n_dim)],
         }  # fmt: skip
         logger.info("iteration %d: regscore %.4f, knn_regscore %.4f (%s threshold %.4f), reference score %.4f, "
@@ -394,7 +410,7 @@ class IterativeCVLearning:
             cv = self.results.cv
             margin = s.grid_margin if s.production_grid_margin is None else s.production_grid_margin
             grid = self._grid(cv, state["positions"], margin)
-            eabf, _ = self._eabf(cv, grid, s.production_steps, iteration_seed(self.seed, n), self._start(state),
-                                 s.production_kappa)  # fmt: skip
-            self.results.production = eabf.results
-            self.results.production_log_weights = eabf_log_weights(eabf, s.weights)
+            run, _ = self._biased(cv, grid, s.production_steps, iteration_seed(self.seed, n), self._start(state),
+                                  s.production_kappa)  # fmt: skip
+            self.results.production = run.results
+            self.results.production_log_weights = self._log_weights(run)

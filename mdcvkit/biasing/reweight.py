@@ -1,15 +1,16 @@
-"""Reweighting of eABF samples to the unbiased (Boltzmann) density of the positions.
+"""Reweighting of eABF and OPES samples to the unbiased (Boltzmann) density of the positions.
 
 References
 ----------
 Z. Belkacemi, P. Gkeka, T. Lelièvre, G. Stoltz, J. Chem. Theory Comput. 18, 59 (2022) (FEBILAE).
 A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017) (eABF, CZAR).
+M. Invernizzi, M. Parrinello, J. Phys. Chem. Lett. 11, 2731 (2020) (OPES).
 """
 
 import numpy as np
 from scipy.special import logsumexp
 
-__all__ = ["ESTIMATORS", "eabf_log_weights", "effective_sample_size"]
+__all__ = ["ESTIMATORS", "eabf_log_weights", "opes_log_weights", "effective_sample_size", "histogram_pmf"]
 
 #: free-energy estimates that :func:`eabf_log_weights` can weight with
 ESTIMATORS = ("abf", "czar")
@@ -97,6 +98,70 @@ def eabf_log_weights(eabf, estimator="czar"):
     if np.all(log_w == -np.inf):
         raise ValueError("no eABF sample lies in a bin with a CZAR estimate; sample longer or pass estimator='abf'")
     return log_w - logsumexp(log_w)
+
+
+def opes_log_weights(opes):
+    """Log-weights of OPES samples for the unbiased (Boltzmann) density of the positions.
+
+    OPES biases the positions q only through ξ(q), with a bias ``V_t`` that changes at each
+    deposition; a sample taken at time t is weighted ``w_j ∝ exp(β V_t(ξ_j))``, the bias acting when
+    it was taken (``results.samples.bias``), the usual reweighting of OPES (Invernizzi and Parrinello
+    2020). OPES normalises its bias by the explored volume, so it is nearly static after a short
+    transient, and the reweighting constant c(t) of a changing bias is left out; the weights are
+    normalised in log space (``logsumexp``). How close this comes to exact free energies on the toys
+    and on alanine dipeptide: findings page ``docs/findings/opes.md``.
+
+    Parameters
+    ----------
+    opes : OPES
+        After :meth:`~mdcvkit.biasing.OPES.run`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_samples,)
+        ``log w_j`` (dimensionless) normalised so that ``Σ_j w_j = 1``.
+
+    Raises
+    ------
+    ValueError
+        When the run holds no sample yet.
+
+    References
+    ----------
+    M. Invernizzi, M. Parrinello, J. Phys. Chem. Lett. 11, 2731 (2020).
+    """
+    samples = opes.results.get("samples")
+    bias = np.zeros(0) if samples is None else np.asarray(samples.bias.values, dtype=float)
+    if bias.size == 0:
+        raise ValueError("the OPES run holds no sample; call run() with n_steps >= sample_frequency first")
+    log_w = bias / opes.kT
+    return log_w - logsumexp(log_w)
+
+
+def histogram_pmf(values, log_w, grid, kT):
+    """``-kT ln`` of the weighted histogram of CV ``values`` on ``grid`` (kJ/mol, 0 at its minimum, NaN if empty).
+
+    Parameters
+    ----------
+    values : array_like, shape (n_samples, n_dim)
+        CV values; those outside the grid are left out.
+    log_w : array_like, shape (n_samples,) or None
+        Log-weights (any normalisation, ``-inf`` for 0); None for uniform weights.
+    grid : Grid
+    kT : float
+        kJ/mol.
+
+    Returns
+    -------
+    numpy.ndarray, shape ``grid.shape``
+    """
+    index = grid.index(values)
+    weights = np.exp(log_w - np.max(log_w)) if log_w is not None else np.ones(len(index))
+    hist = np.bincount(index[index >= 0], weights=weights[index >= 0], minlength=int(np.prod(grid.shape)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmf = -kT * np.log(hist / hist.sum())
+    pmf[~np.isfinite(pmf)] = np.nan
+    return (pmf - np.nanmin(pmf)).reshape(grid.shape)
 
 
 def effective_sample_size(log_weights):

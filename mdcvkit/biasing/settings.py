@@ -11,19 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import check_int, check_number
 from ..export.openmm import check_route
 from .eabf import _check_kappa
 from .reweight import ESTIMATORS
 
-__all__ = ["Sampling", "Convergence", "CRITERIA", "SCORE_WEIGHTS", "STARTS", "as_settings"]
+__all__ = ["Sampling", "Convergence", "CRITERIA", "SCORE_WEIGHTS", "STARTS", "SAMPLERS", "as_settings"]
 
 #: scores that can decide convergence (their functions: :data:`mdcvkit.biasing.iterative.CRITERIA`)
 CRITERIA = ("knn", "regscore")
 #: how the frames of an iteration count in its scores: as in training, or each frame as sampled
 SCORE_WEIGHTS = ("training", "uniform")
-#: where each eABF run starts: where the previous run ended, or from the loop's start positions
+#: where each biased run starts: where the previous run ended, or from the loop's start positions
 STARTS = ("previous", "initial")
+#: samplers of the biased runs: extended ABF (:class:`~mdcvkit.biasing.ExtendedABF`) or :class:`~mdcvkit.biasing.OPES`
+SAMPLERS = ("eabf", "opes")
 
 
 def _check_fraction(value, name, upper=np.inf, example="0.1"):
@@ -47,8 +49,14 @@ class Sampling:
 
     Parameters
     ----------
+    sampler : {"eabf", "opes"}, default "eabf"
+        How each iteration (and the production) biases the previous CV: extended ABF
+        (:class:`~mdcvkit.biasing.ExtendedABF`, weights :func:`~mdcvkit.biasing.eabf_log_weights`) or
+        OPES (:class:`~mdcvkit.biasing.OPES` with ``barrier``, ``pace`` and an adaptive kernel width,
+        weights :func:`~mdcvkit.biasing.opes_log_weights`). The eABF settings (``kappa``,
+        ``full_samples``, ``weights``, ``production_kappa``) do not act on OPES, nor the OPES settings on eABF.
     steps : int, default 1_000_000
-        Integration steps of each sampling run (the unbiased one and each eABF run).
+        Integration steps of each sampling run (the unbiased one and each biased run).
     sample_frequency : int, default 50
         Steps between stored frames; ``steps`` must give at least 10 frames.
     n_bins : int, default 50
@@ -66,16 +74,21 @@ class Sampling:
         Steps between evaluations of the CV coupling force (multiple time stepping, passed to
         :class:`~mdcvkit.biasing.ExtendedABF`; needs a Langevin integrator); must divide
         ``sample_frequency``.
+    barrier : float, optional
+        OPES's ``BARRIER`` (as in PLUMED) in kJ/mol; default 10 kT.
+    pace : int, default 500
+        OPES's ``PACE``: steps between kernel depositions; a multiple of ``sample_frequency``.
     route : {"auto", "expression", "python", "torch"}, default "auto"
-        How eABF puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`).
+        How the sampler puts each CV into OpenMM (:func:`mdcvkit.biasing.add_cv_bias`).
     start : {"previous", "initial"}, default "previous"
         Where each eABF run (and the production) starts: where the previous run ended, so that the
         iterations form one trajectory whose bias is renewed, or from the loop's start positions.
     reweight : bool, default True
-        Train on frames weighted for the unbiased density (:func:`~mdcvkit.biasing.eabf_log_weights`);
+        Train on frames weighted for the unbiased density by the sampler's own weights
+        (:func:`~mdcvkit.biasing.eabf_log_weights` or :func:`~mdcvkit.biasing.opes_log_weights`);
         False trains on the biased frames as they are.
     weights : {"abf", "czar"}, default "abf"
-        Free-energy estimate behind the weights of the iterations and of the production.
+        Free-energy estimate behind the eABF weights of the iterations and of the production.
     ess_threshold : float, default 0.05
         Warn when the effective sample size of an iteration's weights is below this fraction of its
         frames.
@@ -92,6 +105,7 @@ class Sampling:
         Naming the setting, its value and a valid one, for any setting out of range.
     """
 
+    sampler: str = "eabf"
     steps: int = 1_000_000
     sample_frequency: int = 50
     n_bins: int = 50
@@ -99,6 +113,8 @@ class Sampling:
     kappa: object = None
     full_samples: int = 100
     bias_stride: int = 1
+    barrier: object = None
+    pace: int = 500
     route: str = "auto"
     start: str = "previous"
     reweight: bool = True
@@ -112,6 +128,15 @@ class Sampling:
         for name, low in (("steps", 1), ("sample_frequency", 1), ("n_bins", 2), ("full_samples", 1),
                           ("bias_stride", 1), ("production_steps", 0)):  # fmt: skip
             object.__setattr__(self, name, check_int(getattr(self, name), name, low))
+        _check_choice(self.sampler, "sampler", SAMPLERS, "'eabf' (extended ABF) or 'opes' (OPES)")
+        object.__setattr__(self, "pace", check_int(self.pace, "pace", 1, "pass the steps between OPES kernel "
+                                                   "depositions (PLUMED's PACE), e.g. pace=500"))  # fmt: skip
+        if self.sampler == "opes" and self.pace % self.sample_frequency:
+            raise ValueError(f"pace={self.pace} must be a multiple of sample_frequency={self.sample_frequency}: OPES "
+                             f"samples its bias between depositions; pass e.g. pace="
+                             f"{self.sample_frequency * max(1, self.pace // self.sample_frequency)}")  # fmt: skip
+        if self.barrier is not None:
+            object.__setattr__(self, "barrier", check_number("barrier", self.barrier, strict=True, example="25.0"))
         if self.sample_frequency % self.bias_stride:
             raise ValueError(f"bias_stride={self.bias_stride} must divide sample_frequency={self.sample_frequency}: "
                              f"frames are stored between bias evaluations; pass e.g. sample_frequency="
