@@ -91,6 +91,44 @@ def test_reweighted_loop_converges_to_x1(reweighted):
     assert float(it.ess[-1]) > 0.2 * float(it.n_frames[-1])
 
 
+@pytest.mark.slow
+def test_loop_with_opes_converges_to_x1(toy):
+    """The loop above with ``sampling.sampler="opes"``: OPES (barrier 10 kT, a kernel every 500 steps, adaptive
+    width) along each CV, its frames weighted by exp(βV) (``opes_log_weights``).
+
+    Measured (seeds 0-4, 1M steps per iteration, ~16 s of CPU each): all five loops stop at iteration 3 with
+    regscores 1.0000 at iterations 2 and 3 and R² ≥ 0.9999 against x1 from iteration 1 on; the first biased
+    iteration already turns the unbiased CV (R² 0.01-0.07 against x1) into x1 (its regscore against the
+    unbiased CV 0.0009-0.45); ESS 37-55 % of 20,000 frames. eABF's loop (seed 0) needs one iteration more.
+    With 500k steps per iteration seeds 0-2 stopped at iteration 3 as well.
+    """
+    loop = make(toy, sampler="opes").run()
+    it = loop.results.iterations
+    assert loop.results.converged and it.sizes["iteration"] <= 5
+    assert float(it.reference_score[0]) < 0.5
+    assert float(it.regscore[-1]) >= 0.99 and float(it.reference_score[-1]) >= 0.95
+    assert float(it.ess[-1]) > 0.2 * float(it.n_frames[-1])
+
+
+def test_an_opes_loop_trains_on_opes_weights(toy, monkeypatch):
+    """With sampler="opes" the iterations and the production are OPES runs whose frames carry exp(βV)."""
+    import mdcvkit.biasing.iterative as iterative
+
+    captured = []
+    original = iterative.opes_log_weights
+    monkeypatch.setattr(iterative, "opes_log_weights", lambda run: captured.append((run, original(run))) or
+                        captured[-1][1])  # fmt: skip
+    loop = make(toy, sampler="opes", steps=10_000, min_score=1.0, max_iterations=1, production_steps=5_000,
+                ess_threshold=0, estimator={"max_epochs": 5}).run()  # fmt: skip
+    assert [type(run) for run, _ in captured] == [OPES, OPES]  # iteration 1 and the production
+    run, log_w = captured[0]
+    bias = run.results.samples.bias.values
+    np.testing.assert_allclose(log_w, bias / loop.kT - np.log(np.sum(np.exp(bias / loop.kT))), atol=1e-9)
+    assert float(loop.results.iterations.ess[1]) == pytest.approx(1 / np.sum(np.exp(2 * log_w)))
+    np.testing.assert_array_equal(loop.results.production_log_weights, captured[1][1])
+    assert loop.results.production.samples.sizes["sample"] == 100
+
+
 def test_results_are_labelled_xarray(reweighted):
     results = reweighted.results
     it = results.iterations
