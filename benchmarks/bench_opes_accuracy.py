@@ -165,7 +165,7 @@ def alanine(quick):
     return eabf0, n_steps
 
 
-def learned_cv(eabf, n_steps):
+def learned_cv(eabf, n_steps, barrier=ALA_BARRIER, explore=False):
     setup = mk.datasets.alanine_dipeptide_system("vacuum")
     frames = eabf.results.samples.positions.values[::25].astype(np.float32)
     pdb = ROOT / "data" / "alanine_dipeptide" / "ala2.pdb"
@@ -187,7 +187,8 @@ def learned_cv(eabf, n_steps):
                 run = ExtendedABF(setup.system, setup.positions, cv, grid, kappa=KT / (span / 62) ** 2,
                                   temperature=TEMPERATURE, update_frequency=500, **common)  # fmt: skip
             else:
-                run = OPES(setup.system, setup.positions, cv, grid, ALA_BARRIER, TEMPERATURE, pace=250, **common)
+                run = OPES(setup.system, setup.positions, cv, grid, barrier, TEMPERATURE, pace=250, explore=explore,
+                           **common)  # fmt: skip
             try:
                 run.run(n_steps)
             except FloatingPointError as err:
@@ -202,14 +203,24 @@ def learned_cv(eabf, n_steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--part", choices=["toys", "alanine", "all"], default="all")
+    parser.add_argument("--part", choices=["toys", "alanine", "learned", "all"], default="all",
+                        help="'learned': only the seed-0 φ-eABF run and the learned CV")
+    parser.add_argument("--learned-barrier", type=float, default=ALA_BARRIER, help="OPES barrier along the AE CV")
+    parser.add_argument("--explore", action="store_true", help="OPES-explore along the AE CV")
     args = parser.parse_args()
     print(f"# bench_opes_accuracy: OpenMM {openmm.__version__}, quick={args.quick}")
     if args.part in ("toys", "all"):
         toys(args.quick)
     if args.part in ("alanine", "all"):
         eabf, n_steps = alanine(args.quick)
-        learned_cv(eabf, n_steps)
+        learned_cv(eabf, n_steps, args.learned_barrier, args.explore)
+    if args.part == "learned":
+        setup = mk.datasets.alanine_dipeptide_system("vacuum")
+        n_steps = 25_000 if args.quick else 1_250_000
+        eabf = ExtendedABF(setup.system, setup.positions, phi_cv(), Grid(-np.pi, np.pi, 72, periodic=True),
+                           kappa=KT / 0.1**2, temperature=TEMPERATURE, integrator=langevin(0), sample_frequency=10,
+                           update_frequency=500, seed=0, store_positions=True).run(n_steps)  # fmt: skip
+        learned_cv(eabf, n_steps, args.learned_barrier, args.explore)
 
 
 if __name__ == "__main__":

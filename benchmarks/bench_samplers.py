@@ -13,7 +13,7 @@ frames: the cost does not depend on how well it is trained). Along each:
 
 * ``mk.biasing.ExtendedABF`` (samples every 10 steps, table refreshed every 500),
 * ``mk.biasing.OPES`` (openmm-opes; samples ξ and the bias every 10 steps, a kernel every 250 steps,
-  adaptive width),
+  adaptive width), and the same sampling every 50 steps,
 * ``openmm.app.Metadynamics``, well-tempered, a Gaussian every 250 steps (φ only: OpenMM's own
   sampler, with the CV as its BiasVariable, through ``mk.biasing.cv_force`` for the AE).
 
@@ -88,6 +88,9 @@ def add_samplers(runs, setup, name, cv, particles, grid, width):
     simulation.context.setVelocitiesToTemperature(setup.temperature, 1)
     runs[f"eABF along {name}"] = eabf.run
     runs[f"OPES along {name}"] = opes.run
+    sparse = OPES(setup.system, setup.positions, cv, grid, 30.0, setup.temperature, pace=250,
+                  **{**common, "sample_frequency": 50})  # fmt: skip
+    runs[f"OPES along {name}, samples every 50 steps"] = sparse.run
     runs[f"WT metadynamics along {name}"] = lambda n: meta.step(simulation, n)
     return eabf.route
 
@@ -95,10 +98,12 @@ def add_samplers(runs, setup, name, cv, particles, grid, width):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--steps", type=int, default=20_000, help="steps per timing (4 fs each)")
+    parser.add_argument("--steps", type=int, default=20_000, help="steps per timing (4 fs each), a multiple of 500")
     parser.add_argument("--repeats", type=int, default=3, help="timings per contender (median reported)")
     args = parser.parse_args()
     steps, repeats = (1000, 1) if args.quick else (args.steps, args.repeats)
+    if steps % 500:
+        parser.error(f"--steps={steps} must be a multiple of 500 (the samplers' strides)")
     torch.set_num_threads(1)
     setup = mk.datasets.alanine_dipeptide_system("vacuum")
     runs, phi = contenders(setup)
@@ -107,7 +112,7 @@ def main():
     assert grid.contains(evaluate_cv(ae, setup.positions[particles] * 10))[0]
     routes["AE CV"] = add_samplers(runs, setup, "AE CV", ae, particles, grid, span / 62)
     for run in runs.values():  # warm up: contexts, the first kernels, caches
-        run(steps // 10)
+        run(steps // 10 // 50 * 50)
     timings = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
