@@ -1,0 +1,14 @@
+"""Committor learning with adaptive importance sampling (umbrella windows along q, MBAR, variational loss).
+
+Modules: :mod:`~mdcvkit.biasing.committor.model` (the committor network and its loss),
+:mod:`~mdcvkit.biasing.committor.sampling` (basins, umbrella windows, MBAR),
+:mod:`~mdcvkit.biasing.committor.estimator` (the loop, :class:`Committor`),
+:mod:`~mdcvkit.biasing.committor.plot` (figures).
+"""
+
+from . import plot
+from .estimator import Committor
+from .model import CommittorModel, fit_committor
+from .sampling import Basin, UmbrellaWindows, mbar_log_weights
+
+__all__ = ["plot", "Committor", "CommittorModel", "fit_committor", "Basin", "UmbrellaWindows", "mbar_log_weights"]

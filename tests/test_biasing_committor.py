@@ -1,0 +1,170 @@
+"""Tests of mdcvkit.biasing.committor: the committor of a 2-D double well against its exact committor and rate.
+
+Oracle (tests/committor_cases.py): the Brownian dynamics of ``DoubleWell2D(barrier=2)`` (8 kT), whose
+committor and transition-path-theory rate come from the generator on a 161² grid (numpy/scipy only).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from committor_cases import exact_committor
+from scipy.special import logsumexp
+
+import mdcvkit as mk
+from mdcvkit.biasing import Basin, Committor, UmbrellaWindows, mbar_log_weights
+from mdcvkit.training import ConvergenceWarning
+
+A_EDGE = 0.8  # A: x1 <= -0.8, B: x1 >= 0.8 (nm, reduced)
+SAMPLING = {"n_samples": 60}
+
+
+def _loop(toy, **kwargs):
+    a, b = Basin(toy.cv("x1"), -5, -A_EDGE), Basin(toy.cv("x1"), A_EDGE, 5)
+    settings = {"state_a": a, "state_b": b, "starts": [toy.positions, -toy.positions], "max_iterations": 3,
+                "sampling": SAMPLING, "model": {"hidden": (16,)},
+                "trainer": {"batch_size": 128, "max_epochs": 300, "patience": 30}, **kwargs}
+    return Committor(toy, **settings)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return mk.systems.DoubleWell2D(barrier=2.0)
+
+
+@pytest.fixture(scope="module")
+def exact(toy):
+    return exact_committor(toy.potential, toy.bounds, toy.beta, lambda x: x[:, 0] <= -A_EDGE,
+                           lambda x: x[:, 0] >= A_EDGE)
+
+
+@pytest.fixture(scope="module")
+def fitted(toy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _loop(toy).run()
+
+
+@pytest.mark.slow
+def test_committor_matches_exact(fitted, exact):
+    """RMSE of q against the exact committor on window frames with 0.1 < q_exact < 0.9 stays below 0.15.
+
+    A guard against breakage, not the issue's target: with these short settings (60 frames per window,
+    3 iterations) it measured 0.063, and 0.11 after the Trainer changed under this work (objective hook);
+    the issue's 0.05 was met with 300 frames per window and 4 iterations (0.048, docs/findings/committor.md).
+    """
+    frames = fitted.results.frames
+    q_exact = exact[0](frames["positions"].values[:, 0, :2] / 10.0)
+    middle = (q_exact > 0.1) & (q_exact < 0.9)
+    assert middle.sum() > 50
+    assert np.sqrt(np.mean((frames["q"].values[middle] - q_exact[middle]) ** 2)) <= 0.15
+
+
+@pytest.fixture(scope="module")
+def rate(fitted):
+    return fitted.rate(n_bootstrap=5)
+
+
+@pytest.mark.slow
+def test_rate_order_of_magnitude(rate, exact):
+    """The reactive-flux rate has the exact rate's order of magnitude, inside its bootstrap interval."""
+    k = float(rate["rate"])
+    assert 1 / 5 <= k / exact[1] <= 5
+    assert float(rate["low"]) <= k <= float(rate["high"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="partial: the rate comes out 1.9x (300 frames per window) to 3.3x (these settings) the "
+                          "exact rate; the MBAR weights of the basins are off (docs/findings/committor.md)",
+                   strict=False)
+def test_rate_matches_exact(rate, exact):
+    """The issue's target: the rate within a factor 1.3 of the exact rate."""
+    assert 1 / 1.3 <= float(rate["rate"]) / exact[1] <= 1.3
+
+
+@pytest.mark.slow
+def test_committor_test_gives_p(fitted):
+    """Shooting from q ≈ 0.5 reaches B first about half the time."""
+    test = fitted.committor_test(n_configurations=10, n_trajectories=10, seed=1)
+    assert abs(float(test["p_b"].mean()) - 0.5) <= 0.1
+    assert int(test["undecided"].sum()) == 0
+
+
+@pytest.mark.slow
+def test_transition_states_and_results(fitted):
+    tse = fitted.transition_states()
+    assert np.all((tse["q"] >= 0.45) & (tse["q"] <= 0.55))
+    assert np.isclose(float(tse["weight"].sum()), 1.0)
+    assert np.all(np.abs(tse["positions"].values[:, 0, 0] / 10.0) < A_EDGE)  # between the basins
+    iterations = fitted.results.iterations
+    assert list(iterations["iteration"].values) == [0, 1, 2, 3]
+    assert np.isclose(logsumexp(fitted.results.frames["log_weight"].values), 0.0)
+    with pytest.raises(ValueError, match="transition-state ensemble is empty"):
+        fitted.transition_states(0.5, 0.5 + 1e-9)
+
+
+def test_mbar_recovers_exact_density():
+    """Windows drawn exactly from biased 1-D densities, recombined, give the unbiased density."""
+    rng = np.random.default_rng(0)
+    x = np.linspace(-2, 2, 2001)
+    beta_u = 3 * (x**2 - 1) ** 2
+    centres, kappa = np.linspace(-1.2, 1.2, 9), 20.0
+    samples, counts = [], []
+    for c in centres:
+        p = np.exp(-beta_u - 0.5 * kappa * (x - c) ** 2)
+        samples.append(rng.choice(x, 2000, p=p / p.sum()))
+        counts.append(2000)
+    samples = np.concatenate(samples)
+    reduced = 0.5 * kappa * (samples[None] - centres[:, None]) ** 2
+    log_w, f, overlap = mbar_log_weights(reduced, counts)
+    exact = np.exp(-beta_u)
+    expected = np.sum(exact * (x > 0)) / exact.sum()
+    assert abs(np.sum(np.exp(log_w) * (samples > 0)) - expected) < 0.03
+    exact_f = np.array([-np.log(np.sum(exact * np.exp(-0.5 * kappa * (x - c) ** 2))) for c in centres])
+    assert np.allclose(f, exact_f - exact_f[0], atol=0.25)
+    assert overlap.shape == (9, 9) and f[0] == 0.0
+
+
+def test_mbar_without_overlap_is_refused():
+    reduced = np.array([[0.0, 0.0, 1e4, 1e4], [1e4, 1e4, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="MBAR did not converge"):
+        mbar_log_weights(reduced, [2, 2])
+
+
+def test_bad_input(toy):
+    with pytest.raises(ValueError, match="pass at least one start in A and one in B"):
+        _loop(toy, starts=[toy.positions, toy.positions])
+    overlapping = Basin(toy.cv("x1"), -5, 5)
+    with pytest.raises(ValueError, match="both state_a and state_b"):
+        _loop(toy, state_a=overlapping)
+    with pytest.raises(ValueError, match="lower=1.0 must be below upper=0.0"):
+        Basin(toy.cv("x1"), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        UmbrellaWindows().sample(None, None, [0.5, 1.2], [], 0)
+    with pytest.raises(ValueError, match="n_windows=1 must be an integer >= 2"):
+        UmbrellaWindows(n_windows=1)
+    with pytest.raises(ValueError, match="call run"):
+        _loop(toy).rate()
+
+
+def test_unreached_basin(toy):
+    """A basin no frame enters is named."""
+    far = Basin(toy.cv("x2"), 4.4, 10)  # far up the harmonic wall (80 kT): the B start rolls out at once
+    start_b = -toy.positions.copy()
+    start_b[0, 1] = 4.5
+    loop = _loop(toy, state_b=far, starts=[toy.positions, start_b], max_iterations=1,
+                 sampling={"n_samples": 5, "n_equilibration": 50})
+    with pytest.raises(ValueError, match="reached state_b"):
+        loop.run()
+
+
+def test_state_file_resumes_and_refuses(toy, tmp_path):
+    path = tmp_path / "committor.pt"
+    quick = {"max_iterations": 1, "sampling": {"n_samples": 10, "n_windows": 4}, "trainer": {"max_epochs": 5}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first = _loop(toy, state_file=path, **quick).run()
+        again = _loop(toy, state_file=path, **quick).run()  # read back, nothing sampled
+    assert np.array_equal(first.results.frames["q"], again.results.frames["q"])
+    with pytest.raises(ValueError, match="seed"):
+        _loop(toy, state_file=path, seed=1, **quick).run()
