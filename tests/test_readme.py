@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 MAX_LINES = 150
 
@@ -37,3 +39,18 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     for name in ("ala2_cv.pt", "ala2_cv.ts", "ala2_free_energy.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert namespace["new"].sizes["frame"] == 1000
+
+
+def test_every_subpackage_is_packaged():
+    """Every folder of mdcvkit/ with an ``__init__.py`` is listed in ``[tool.setuptools] packages``, so that
+    ``pip install .`` (not only the editable install the tests run from) ships it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    root = README.parent
+    packages = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "mdcvkit").rglob("__init__.py")}
+    missing = sorted(found - packages)
+    assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {missing}; add them"
+    assert "mdcvkit.export" in found  # the walk finds the sub-packages
