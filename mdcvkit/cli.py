@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main", "demo", "train"]
 
 logger = logging.getLogger("mdcvkit.cli")  # not __name__: "__main__" under python -m mdcvkit.cli
@@ -87,7 +89,7 @@ def _repair_and_compare(cv, heavy, output, seed):
     columns = ["ensemble", "bond RMSD (Å)", "angle RMSD (°)", "inversions per frame", "clashes per frame",
                "RMSD W₁ (Å)", "RMSF ratio", "paired MSE (Å²)", "Spearman"]
     table = "\n".join([f"| {' | '.join(columns)} |", "| --- " * len(columns) + "|", *rows])
-    return f"""## Reconstructions: repaired and compared with MD
+    return f"""## Decoded, repaired, compared: reconstructions against MD
 
 The CV of {md.trajectory.n_frames} analysed frames (one in {stride}) decoded back to heavy-atom positions,
 `cv.decode(cv.results.cv)`; repaired with `BondGeometryRepair` against the bond lengths, angles and
@@ -110,12 +112,144 @@ fits them, not how it generalises.
 """
 
 
-def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
-    """Train the 2-D autoencoder CV on the shipped alanine dipeptide and write a report.
+#: The demo's eABF along the learned CV: bins per CV component over the range the CV takes in the training
+#: data and the unbiased vacuum run, samples of a bin before its ABF force acts in full (few: a 2-D grid has
+#: many bins to fill in a short run), and the fewest samples of a bin in both runs for it to be compared.
+_EABF_BINS = 20
+_EABF_FULL_SAMPLES = 10
+_EABF_MIN_SAMPLES = 20
+#: Cores of the C7eq and C7ax basins of vacuum alanine dipeptide in φ (degrees).
+_C7EQ, _C7AX = (-150.0, -40.0), (30.0, 100.0)
+
+
+def _basins(phi):
+    """0 in the C7eq core, 1 in the C7ax core, -1 elsewhere, for φ in degrees."""
+    basin = np.full(len(phi), -1)
+    basin[(phi > _C7EQ[0]) & (phi < _C7EQ[1])] = 0
+    basin[(phi > _C7AX[0]) & (phi < _C7AX[1])] = 1
+    return basin
+
+
+def _crossings(phi):
+    """Transitions between the C7eq and C7ax cores along a series of φ (degrees)."""
+    basin = _basins(phi)
+    return int(np.count_nonzero(np.diff(basin[basin >= 0])))
+
+
+def _phi(atomgroup):
+    """φ (degrees) of the alanine residue over the trajectory of ``atomgroup``'s Universe."""
+    from MDAnalysis.analysis.dihedrals import Ramachandran
+
+    return Ramachandran(atomgroup.universe.select_atoms("resname ALA")).run().results.angles[:, 0, 0]
+
+
+def _bias_along_cv(cv, output, seed, eabf_ps):
+    """eABF along the learned CV on the shipped vacuum system, against the shipped unbiased vacuum run.
+
+    Runs ``eabf_ps`` ps of 2-D eABF (CZAR) along ``cv`` from the first frame of the unbiased run (C7eq),
+    counts C7eq <-> C7ax transitions of both runs, and compares the CZAR free energy with -kT ln p of
+    the unbiased run along the CV over the bins both sample. Writes ``eabf.png``; returns the report section.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import datasets
+    from .biasing import ExtendedABF, Grid
+    from .biasing.eabf import MOLAR_GAS_CONSTANT
+    from .biasing.reweight import histogram_pmf
+    from .frames import in_memory
+
+    start = time.perf_counter()
+    setup = datasets.alanine_dipeptide_system("vacuum")
+    md = datasets.alanine_dipeptide("vacuum")
+    heavy = md.select_atoms("not name H*")
+    unbiased = cv.transform(heavy).values
+    values = np.concatenate([cv.results.cv.values, unbiased])
+    lower, upper = values.min(axis=0), values.max(axis=0)
+    margin = 0.1 * (upper - lower)
+    grid = Grid(lower - margin, upper + margin, _EABF_BINS)
+    kT = MOLAR_GAS_CONSTANT * setup.temperature
+    n_steps = 100 * max(1, round(eabf_ps / setup.timestep / 100))  # whole bias updates
+    eabf = ExtendedABF(setup.system, setup.positions, cv.results.model, grid, kT / grid.width**2,
+                       setup.temperature, particles=heavy.indices, integrator=setup.integrator(),
+                       full_samples=_EABF_FULL_SAMPLES, sample_frequency=10, update_frequency=100,
+                       bias_stride=2, store_positions=True, seed=seed).run(n_steps)  # fmt: skip
+    seconds = time.perf_counter() - start
+    samples = eabf.results.samples
+    phi_biased = _phi(in_memory(heavy, samples.positions.values).atoms)
+    phi_unbiased = _phi(heavy)
+    time_biased, time_unbiased = samples.time.values, md.trajectory.dt * np.arange(len(phi_unbiased))
+    in_c7ax = _basins(phi_biased) == 1
+    first_c7ax = f"{time_biased[in_c7ax][0]:.0f} ps" if in_c7ax.any() else "never"
+
+    pmf = eabf.results.pmf.values
+    reference = histogram_pmf(unbiased, None, grid, kT)
+    index = grid.index(unbiased)
+    unbiased_counts = np.bincount(index[index >= 0], minlength=pmf.size).reshape(grid.shape)
+    compared = ((eabf.results.counts.values >= _EABF_MIN_SAMPLES) & (unbiased_counts >= _EABF_MIN_SAMPLES)
+                & np.isfinite(pmf) & np.isfinite(reference))  # fmt: skip
+    difference = (pmf - reference)[compared]
+    difference -= difference.mean()  # free energies are defined up to a constant
+    rms = np.sqrt(np.mean(difference**2)) / kT if compared.any() else np.nan
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
+    axes[0].plot(time_unbiased[time_unbiased <= time_biased[-1]], phi_unbiased[time_unbiased <= time_biased[-1]],
+                 ".", ms=2, color="0.5", label="unbiased")
+    axes[0].plot(time_biased, phi_biased, ".", ms=2, label="eABF along the CV")
+    for (low, high), name in ((_C7EQ, "C7eq"), (_C7AX, "C7ax")):
+        axes[0].axhspan(low, high, color="C2" if name == "C7ax" else "C0", alpha=0.1)
+        axes[0].text(time_biased[-1], (low + high) / 2, f" {name}", va="center", fontsize="small")
+    axes[0].set(xlabel="time (ps)", ylabel="φ (degree)", ylim=(-180, 180), title="φ in vacuum")
+    axes[0].legend(fontsize="small", markerscale=4, loc="lower left")
+    levels = np.linspace(0, 8, 17)  # kT
+    centres = [grid.centers(d) for d in range(2)]
+    for ax, energy, title in ((axes[1], pmf, f"eABF (CZAR), {time_biased[-1]:.0f} ps"),
+                              (axes[2], reference, f"unbiased, {time_unbiased[-1] / 1000:.0f} ns")):
+        filled = ax.contourf(*centres, np.ma.masked_invalid(energy / kT).T, levels=levels, extend="max")
+        ax.contour(*centres, compared.T.astype(float), levels=[0.5], colors="w", linewidths=1)
+        ax.scatter(*unbiased[0], marker="x", color="r", label="start (C7eq)")
+        ax.set(xlabel="CV 1", ylabel="CV 2", title=f"free energy, {title}")
+    axes[1].legend(fontsize="small", loc="lower left")
+    fig.colorbar(filled, ax=axes[1:], label="free energy (kT)")
+    fig.suptitle("eABF along the learned CV on vacuum alanine dipeptide; white: bins compared", fontsize="medium")
+    _save_figure(fig, output / "eabf.png")
+    plt.close(fig)
+
+    rows = [f"| eABF along the CV | {time_biased[-1]:.0f} | {_crossings(phi_biased)} | "
+            f"{100 * in_c7ax.mean():.1f} | {first_c7ax} |",
+            f"| unbiased (shipped `vacuum.xtc`) | {time_unbiased[-1]:.0f} | {_crossings(phi_unbiased)} | "
+            f"{100 * np.mean(_basins(phi_unbiased) == 1):.1f} | "
+            f"{'never' if not (_basins(phi_unbiased) == 1).any() else 'yes'} |"]
+    return f"""## Biased: eABF along the learned CV
+
+The learned CV, as it is, drives extended ABF (`mk.biasing.ExtendedABF`, CZAR estimator) on the shipped
+vacuum system (`mk.datasets.alanine_dipeptide_system("vacuum")`: the force field of the data, 4 fs
+Langevin steps at 300 K), started from the first frame of the shipped unbiased vacuum run, in C7eq:
+{n_steps} steps along both CV components, {_EABF_BINS} × {_EABF_BINS} bins over the range the CV takes in the
+training data and the unbiased run, κ = kT / (bin width)², the ABF force in full after {_EABF_FULL_SAMPLES}
+samples of a bin; the CV reaches OpenMM by the `{eabf.route}` route, its force every second step (8 fs,
+`bias_stride=2`); {seconds:.1f} s in all, with the CV of the unbiased run. A crossing is a transition
+between the C7eq ({_C7EQ[0]:g}° < φ < {_C7EQ[1]:g}°) and C7ax ({_C7AX[0]:g}° < φ < {_C7AX[1]:g}°) cores; the
+CV was learned without φ.
+
+| run | length (ps) | C7eq ↔ C7ax crossings | time in C7ax (%) | first in C7ax |
+| --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Free energy along the CV: the CZAR estimate of the eABF run and -kT ln p of the unbiased run agree to
+RMS {rms:.2f} kT over the {int(compared.sum())} bins that both runs sample at least {_EABF_MIN_SAMPLES} times
+(white outline; the constant offset removed). Beyond them only the biased run has samples.
+
+![eABF](eabf.png)
+"""
+
+
+def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0, eabf_ps=400.0):
+    """Learn a 2-D autoencoder CV of the shipped alanine dipeptide, bias, validate and decode it; write a report.
 
     Writes to ``output``: ``cv.nc`` (the CV time series, netCDF), ``model.pt``
     (the saved CV), ``loss.png``, ``free_energy.png`` (free energy in CV
-    space), ``ramachandran.png`` (φ/ψ coloured by each CV), ``implied_timescales.png`` and
+    space), ``ramachandran.png`` (φ/ψ coloured by each CV), ``eabf.png`` (eABF along the CV on
+    the vacuum system against the unbiased vacuum run), ``implied_timescales.png`` and
     ``ck_test.png`` (MSM validation of the CV), ``reconstruction.png`` (decoded CVs of MD
     frames, repaired with :class:`mdcvkit.BondGeometryRepair` and compared with MD by
     :func:`mdcvkit.metrics.compare_ensembles`) and ``report.md``.
@@ -128,6 +262,8 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
         Use every ``step``-th frame.
     max_epochs : int, default 200
     seed : int, default 0
+    eabf_ps : float, default 400.0
+        Length of the eABF run along the CV, in ps (4 fs steps).
 
     Returns
     -------
@@ -138,7 +274,6 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     from MDAnalysis.analysis.dihedrals import Ramachandran
 
     from . import datasets, metrics, msm, plot
@@ -147,11 +282,13 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     from .analysis import AutoencoderCV
 
     check_int(step, "step", fix="pass e.g. step=4 to read every fourth frame")
+    if isinstance(eabf_ps, bool) or not isinstance(eabf_ps, (int, float)) or not 0.4 <= eabf_ps < np.inf:
+        raise ValueError(f"eabf_ps={eabf_ps!r} must be a number of ps, at least 0.4 (100 steps); e.g. eabf_ps=400")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     u = datasets.alanine_dipeptide("implicit")
     heavy = u.select_atoms("not name H*")
-    logger.info("1/4 training a 2-D autoencoder CV on %d heavy atoms, a frame every %g ps of %.0f ns of alanine "
+    logger.info("1/5 training a 2-D autoencoder CV on %d heavy atoms, a frame every %g ps of %.0f ns of alanine "
                 "dipeptide", heavy.n_atoms, step * u.trajectory.dt, u.trajectory.totaltime / 1000)
     start = time.perf_counter()
     cv = AutoencoderCV(heavy, n_cv=2, seed=seed, max_epochs=max_epochs).run(step=step)
@@ -164,7 +301,7 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     dihedrals = np.deg2rad(angles)
     targets = np.hstack([np.sin(dihedrals), np.cos(dihedrals)])
     score = metrics.knn_score(cv.results.cv, targets, lengths=cv._lengths, seed=seed)
-    logger.info("2/4 the CV determines (sin, cos) of φ and ψ to R² = %.3f (held-out kNN regression)", float(score))
+    logger.info("2/5 the CV determines (sin, cos) of φ and ψ to R² = %.3f (held-out kNN regression)", float(score))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     plot.loss(cv.results.loss, ax=ax)
@@ -179,7 +316,10 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     _save_figure(fig, output / "ramachandran.png")
     plt.close("all")
 
-    logger.info("3/4 MSM validation: implied timescales and Chapman-Kolmogorov test (deeptime)")
+    logger.info("3/5 eABF along the CV for %g ps on the vacuum system, against the unbiased vacuum run", eabf_ps)
+    biased = _bias_along_cv(cv, output, seed, eabf_ps)
+
+    logger.info("4/5 MSM validation: implied timescales and Chapman-Kolmogorov test (deeptime)")
     lags = [lag for lag in (1, 2, 5, 10, 20, 50, 100) if lag * step < 2000]
     its = msm.implied_timescales(cv.results.cv, lags=lags, n_clusters=100, n_samples=50, seed=seed)
     ck_lag = lags[-3] if len(lags) >= 3 else lags[-1]
@@ -190,7 +330,7 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     axes = plot.ck_test(ck)
     _save_figure(np.ravel(axes)[0].figure, output / "ck_test.png")
     plt.close("all")
-    logger.info("4/4 decoding MD frames through the CV, repairing their bonds and comparing them with MD")
+    logger.info("5/5 decoding MD frames through the CV, repairing their bonds and comparing them with MD")
     reconstruction = _repair_and_compare(cv, heavy, output, seed)
 
     timescales = ", ".join(f"{float(t):.0f}" for t in its["timescales"].isel(process=0).values)
@@ -200,6 +340,10 @@ def demo(output="mdcvkit-demo", step=1, max_epochs=200, seed=0):
     loss = cv.results.loss
     best = loss.attrs["best_epoch"]
     report = f"""# mdcvkit demo: an autoencoder CV of alanine dipeptide
+
+Learned → biased → validated → decoded → repaired → compared, in one run of `mdcvkit demo`.
+
+## Learned: a 2-D autoencoder CV
 
 Data: the shipped implicit-solvent alanine dipeptide, {len(cv._lengths)} trajectory segments,
 {cv.n_frames} frames (every {step} ps), {heavy.n_atoms} heavy atoms, aligned Cartesian features.
@@ -213,10 +357,23 @@ regression from the CV to (sin φ, cos φ, sin ψ, cos ψ), trained and tested o
 frames, reaches R² = {float(score):.3f} on the held-out frames
 (per target: {", ".join(f"{v:.3f}" for v in score.attrs["per_target"])}).
 
+![loss](loss.png)
+![free energy](free_energy.png)
+![Ramachandran](ramachandran.png)
+
+{biased}
+## Validated: Markov state models on the CV
+
 MSM validation of the CV (100 k-means clusters, Bayesian MSMs through deeptime): the slowest
 implied timescale is {timescales} at lags {lag_values}; the Chapman–Kolmogorov test with 2 metastable
 sets at lag {ck_lag * step} ps passes for {100 * float(ck["passed"].mean()):.0f} % of the set-to-set probabilities
 (estimate inside the 95 % prediction interval).
+
+![implied timescales](implied_timescales.png)
+![CK test](ck_test.png)
+
+{reconstruction}
+## Files
 
 | file | what |
 | --- | --- |
@@ -225,17 +382,11 @@ sets at lag {ck_lag * step} ps passes for {100 * float(ck["passed"].mean()):.0f}
 | `loss.png` | training and validation loss |
 | `free_energy.png` | free energy in CV space, kJ/mol at 300 K |
 | `ramachandran.png` | φ/ψ of every frame coloured by each CV component |
+| `eabf.png` | φ over time and free energy along the CV, eABF against the unbiased vacuum run |
 | `implied_timescales.png` | implied timescales of MSMs on the CV, with 95 % intervals |
 | `ck_test.png` | Chapman–Kolmogorov test of the MSM, 2 metastable sets |
 | `reconstruction.png` | RMSF and PCA of MD frames and their repaired reconstructions through the CV |
-
-![loss](loss.png)
-![free energy](free_energy.png)
-![Ramachandran](ramachandran.png)
-![implied timescales](implied_timescales.png)
-![CK test](ck_test.png)
-
-{reconstruction}"""
+"""
     with atomic_path(output / "report.md") as tmp:
         tmp.write_text(report)
     return output / "report.md"
@@ -363,12 +514,13 @@ def _parser():
                      formatter_class=formatter)
     parser.add_argument("--version", action="version", version=f"mdcvkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    d = commands.add_parser("demo", help="train the 2-D CV on the shipped alanine dipeptide and write a report",
-                            formatter_class=formatter)
+    d = commands.add_parser("demo", formatter_class=formatter,
+                            help="learn the 2-D CV of the shipped alanine dipeptide, bias, validate, decode it; report")
     d.add_argument("--output", default="mdcvkit-demo", help="output folder (created when missing)")
     d.add_argument("--step", type=_positive_int, default=1, help="use every STEP-th frame (1 frame = 1 ps)")
     d.add_argument("--max-epochs", type=_positive_int, default=200, help="most training epochs")
-    d.add_argument("--seed", type=_seed, default=0, help="seed of the training and the MSMs")
+    d.add_argument("--seed", type=_seed, default=0, help="seed of the training, the eABF run and the MSMs")
+    d.add_argument("--eabf-ps", type=float, default=400.0, help="length of the eABF run along the CV (ps)")
     t = commands.add_parser("train", help="train a CV on your trajectories", formatter_class=formatter)
     t.add_argument("topology", help="topology file (PDB, PSF, GRO, …); coordinates in Å")
     t.add_argument("trajectories", nargs="*", help="trajectory files (DCD, XTC, …), each a separate trajectory")
@@ -396,7 +548,8 @@ def main(argv=None):
     logging.getLogger("mdcvkit").setLevel(logging.INFO)
     try:
         if args.command == "demo":
-            path = demo(args.output, step=args.step, max_epochs=args.max_epochs, seed=args.seed)
+            path = demo(args.output, step=args.step, max_epochs=args.max_epochs, seed=args.seed,
+                        eabf_ps=args.eabf_ps)
             print(f"report written to {path}")
         else:
             train(args.topology, args.trajectories, args.output, select=args.select, n_cv=args.n_cv,

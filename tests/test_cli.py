@@ -17,8 +17,9 @@ def test_help_runs_as_a_command():
 
 def test_demo_command_prints_its_stages_and_not_mdanalysis_chatter(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mdcvkit.cli", "demo", "--output", str(tmp_path), "--step", "100",
-                          "--max-epochs", "2"], capture_output=True, text=True, check=True)
-    for stage in ("1/4 training", "2/4 the CV determines", "3/4 MSM validation", "4/4 decoding"):
+                          "--max-epochs", "2", "--eabf-ps", "4"], capture_output=True, text=True, check=True)
+    for stage in ("1/5 training", "2/5 the CV determines", "3/5 eABF along the CV", "4/5 MSM validation",
+                  "5/5 decoding"):
         assert stage in out.stderr
     assert "Choosing frames to analyze" not in out.stderr  # MDAnalysis logs every analysis run at INFO
     assert "report written to" in out.stdout
@@ -46,7 +47,7 @@ def _number(cell):
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
     output = tmp_path_factory.mktemp("demo")
-    return output, cli.demo(output, step=50, max_epochs=3).read_text()
+    return output, cli.demo(output, step=50, max_epochs=3, eabf_ps=20).read_text()
 
 
 def test_demo_writes_report(demo_report):
@@ -55,7 +56,7 @@ def test_demo_writes_report(demo_report):
     assert "Chapman–Kolmogorov" in text
     assert re.search(r"at lags [0-9, ]+ ps;", text)  # lag times in ps (demo step 50: 50, 100, ... ps)
     for name in ("cv.nc", "model.pt", "loss.png", "free_energy.png", "ramachandran.png", "implied_timescales.png",
-                 "ck_test.png", "reconstruction.png"):
+                 "ck_test.png", "reconstruction.png", "eabf.png"):
         assert (tmp_path / name).stat().st_size > 0
         assert f"| `{name}` |" in text  # listed in the report's file table
     cv = xr.open_dataarray(tmp_path / "cv.nc")
@@ -136,7 +137,7 @@ def test_train_checks_paths_before_it_works(tmp_path, capsys, monkeypatch, case,
 
 def test_demo_repairs_and_compares_reconstructions(demo_report):
     _, text = demo_report
-    assert "## Reconstructions: repaired and compared with MD" in text
+    assert "## Decoded, repaired, compared: reconstructions against MD" in text
     assert "![reconstructions](reconstruction.png)" in text
     rows = _markdown_table(text, "| ensemble |")
     md = rows["MD frames (floor; distances: MD halves)"]
@@ -164,3 +165,23 @@ def test_an_unreadable_trajectory_is_one_line_from_the_command(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert "MDAnalysis cannot read" in out.stderr and "bad.xtc" in out.stderr
+
+
+def test_demo_biases_along_the_learned_cv(demo_report):
+    """The eABF section: 20 ps along the (barely trained) CV from C7eq, against the shipped unbiased vacuum run."""
+    _, text = demo_report
+    assert "## Biased: eABF along the learned CV" in text and "![eABF](eabf.png)" in text
+    rows = _markdown_table(text, "| run |")
+    biased, unbiased = rows["eABF along the CV"], rows["unbiased (shipped `vacuum.xtc`)"]
+    assert biased["length (ps)"] == "20" and int(biased["C7eq ↔ C7ax crossings"]) >= 0
+    # the shipped 20 ns in vacuum stay in C7eq: no frame in the C7ax core (20 000 frames, 1 ps apart)
+    assert unbiased["length (ps)"] == "19999" and unbiased["C7eq ↔ C7ax crossings"] == "0"
+    assert unbiased["time in C7ax (%)"] == "0.0" and unbiased["first in C7ax"] == "never"
+    # where both runs sample, CZAR along the CV agrees with -kT ln p of the unbiased run (measured 0.25 kT, 3 bins)
+    rms, n_bins = re.search(r"agree to\s+RMS ([0-9.]+) kT over the (\d+) bins", text).groups()
+    assert int(n_bins) >= 2 and float(rms) < 1.0
+
+
+def test_demo_checks_the_eabf_length(tmp_path):
+    with pytest.raises(ValueError, match=r"eabf_ps=0 must be a number of ps, at least 0.4"):
+        cli.demo(tmp_path, eabf_ps=0)
