@@ -46,3 +46,15 @@ def test_msm_validation_runs_both_on_one_discretisation(chain_cv):
 def test_msm_validation_needs_a_fitted_cv():
     with pytest.raises(TypeError, match="without a transform.*AutoencoderCV"):
         msm.MSMValidation(object(), None)
+
+
+def test_conf_is_a_deprecated_name_of_confidence():
+    x = np.cumsum(np.random.default_rng(0).normal(size=2000)) % 3.0
+    settings = {"lags": [1, 2], "n_clusters": 10, "n_samples": 10, "dt": 1.0}
+    new = msm.implied_timescales(x, confidence=0.9, **settings)
+    with pytest.warns(DeprecationWarning, match="conf= is deprecated; pass confidence="):
+        old = msm.implied_timescales(x, conf=0.9, **settings)
+    xr.testing.assert_identical(old, new)
+    assert new.attrs["confidence"] == 0.9
+    with pytest.raises(ValueError, match=r"confidence=1.5 must be a probability"):
+        msm.ck_test(x, lag=2, n_sets=2, mlags=3, n_clusters=10, n_samples=10, dt=1.0, confidence=1.5)

@@ -5,6 +5,7 @@ Private helpers shared by :mod:`~mdcvkit.msm.timescales`, :mod:`~mdcvkit.msm.ck`
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -27,11 +28,16 @@ def _check_dt(dt):
     return float(dt)
 
 
-def _check_conf(conf):
-    if not isinstance(conf, numbers.Real) or not 0 < conf < 1:
-        raise ValueError(f"conf={conf!r} must be a probability between 0 and 1 (exclusive); "
-                         "pass e.g. conf=0.95")
-    return float(conf)
+def _check_conf(confidence, conf=None, stacklevel=3):
+    """``confidence`` as a float in (0, 1); ``conf``, its former name, is taken with a DeprecationWarning."""
+    if conf is not None:
+        warnings.warn("conf= is deprecated; pass confidence= (the name compare_ensembles and Committor.rate use)",
+                      DeprecationWarning, stacklevel=stacklevel)
+        confidence = conf
+    if not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} must be a probability between 0 and 1 (exclusive); "
+                         "pass e.g. confidence=0.95")
+    return float(confidence)
 
 
 def _check_lags(lags, n_shortest, which_shortest, name="lags"):

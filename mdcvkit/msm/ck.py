@@ -117,14 +117,15 @@ def _ck_dataset(dtrajs, centers, lag, n_sets, mlags, n_samples, dt, seed, conf, 
             "n_clusters": n_clusters,
             "n_states": reference.prior.n_states,
             "n_samples": n_samples,
-            "conf": conf,
+            "confidence": conf,
             "seed": seed,
             "count_mode": "effective",
         },
     )
 
 
-def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0, *, dt=None, conf=0.95):
+def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0, *, dt=None, confidence=0.95,
+            conf=None):
     r"""Chapman–Kolmogorov test of a Bayesian MSM on a k-means discretisation of a CV.
 
     The MSM estimated at ``lag`` predicts the probability to be in metastable set *j* at
@@ -154,8 +155,10 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
         Seeds k-means++ and the transition-matrix samplers.
     dt : float, optional
         Time between frames in ps; by default read from the DataArray's ``time`` coordinate.
-    conf : float, default 0.95
+    confidence : float, default 0.95
         Probability mass of the intervals.
+    conf : float, optional
+        Deprecated name of ``confidence`` (the name of :func:`mdcvkit.metrics.compare_ensembles`).
 
     Returns
     -------
@@ -213,7 +216,7 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
     n_clusters = check_int(n_clusters, "n_clusters", minimum=2)
     n_samples = check_int(n_samples, "n_samples", minimum=2)
     seed = check_seed(seed)
-    conf = _check_conf(conf)
+    conf = _check_conf(confidence, conf)
     if not is_int(n_sets) and np.ndim(n_sets) == 0:
         raise ValueError(f"n_sets={n_sets!r} must be an integer number of sets or an array of cluster->set "
                          "assignments")

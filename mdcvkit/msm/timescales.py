@@ -66,7 +66,7 @@ def _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf,
             "dt": dt if dt is not None else np.nan,
             "n_clusters": n_clusters,
             "n_samples": n_samples,
-            "conf": conf,
+            "confidence": conf,
             "seed": seed,
             "count_mode": "effective",
             "estimator": "deeptime BayesianMSM (reversible); timescales from its maximum-likelihood prior",
@@ -75,7 +75,7 @@ def _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf,
 
 
 def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_samples=100, seed=0, *,
-                       conf=0.95):
+                       confidence=0.95, conf=None):
     r"""Implied timescales of Bayesian MSMs on a k-means discretisation of a CV, over a range of lags.
 
     The CV space is clustered once (k-means++, seeded); at each lag τ deeptime counts
@@ -107,8 +107,10 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
         Number of transition matrices sampled from the posterior at each lag (≥ 2).
     seed : int, default 0
         Seeds k-means++ and the transition-matrix samplers; the same seed gives the same result.
-    conf : float, default 0.95
+    confidence : float, default 0.95
         Probability mass of the intervals ``lower``–``upper`` (deeptime's ``confidence_interval``).
+    conf : float, optional
+        Deprecated name of ``confidence`` (the name of :func:`mdcvkit.metrics.compare_ensembles`).
 
     Returns
     -------
@@ -165,6 +167,6 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
                          f"(an MSM of n states has n - 1 timescales); pass n_timescales <= {n_clusters - 1}")
     n_samples = check_int(n_samples, "n_samples", minimum=2)
     seed = check_seed(seed)
-    conf = _check_conf(conf)
+    conf = _check_conf(confidence, conf)
     centers, dtrajs = _discretize(arrays, n_clusters, seed)
     return _its_dataset(dtrajs, centers, lags, n_timescales, n_samples, dt, seed, conf, stacklevel=3)

@@ -54,8 +54,10 @@ class MSMValidation:
         look at the implied-timescale plot and pass ``lag``).
     n_sets : int or array_like of int, default 2
         Metastable sets for the CK test (see :func:`ck_test`).
-    mlags, n_clusters, n_timescales, n_samples, seed, conf
+    mlags, n_clusters, n_timescales, n_samples, seed, confidence
         As in :func:`implied_timescales` and :func:`ck_test`.
+    conf : float, optional
+        Deprecated name of ``confidence`` (DeprecationWarning).
 
     Attributes
     ----------
@@ -81,7 +83,7 @@ class MSMValidation:
     """
 
     def __init__(self, cv, atomgroup, *, lags=(1, 2, 5, 10, 20, 50, 100), lag=None, n_sets=2, mlags=10,
-                 n_clusters=100, n_timescales=5, n_samples=100, seed=0, conf=0.95):
+                 n_clusters=100, n_timescales=5, n_samples=100, seed=0, confidence=0.95, conf=None):
         if not callable(getattr(cv, "transform", None)):
             raise TypeError(f"cv is a {type(cv).__name__} without a transform() method; pass a fitted "
                             "mdcvkit.AutoencoderCV (call run() first)")
@@ -95,7 +97,7 @@ class MSMValidation:
         self.n_timescales = n_timescales
         self.n_samples = n_samples
         self.seed = seed
-        self.conf = conf
+        self.confidence = _check_conf(confidence, conf)
         self.results = None
 
     def run(self, start=None, stop=None, step=None, verbose=False):
@@ -133,7 +135,7 @@ class MSMValidation:
         n_samples = check_int(self.n_samples, "n_samples", minimum=2)
         mlags = check_int(self.mlags, "mlags")
         seed = check_seed(self.seed)
-        conf = _check_conf(self.conf)
+        conf = _check_conf(self.confidence)
 
         if verbose:
             logger.info("clustering %d frames into %d clusters", sum(lengths), n_clusters)
