@@ -127,9 +127,6 @@ class IterativeCVLearning:
     >>> loop = IterativeCVLearning(toy, estimator={"hidden": (8,)}, reference=toy.cv("x1"),
     ...                            convergence={"max_iterations": 5}).run()             # doctest: +SKIP
     >>> loop.results.iterations[["regscore", "reference_score", "ess"]]                # doctest: +SKIP
-
-    .. versionchanged:: 0.2
-       Trains through :class:`~mdcvkit.AutoencoderCV` (``estimator``); settings grouped in two objects.
     """
 
     def __init__(self, system, featurizer=None, *, estimator=None, particles=None, positions=None,
