@@ -14,6 +14,7 @@ from . import generation, importance
 from ._checks import check_frames, check_int, check_number, check_slice
 from ._io import atomic_path, load_torch
 from ._params import data_digest, get_params, plain
+from ._progress import resolve_verbose
 from .features import (
     AlignedPositions,
     FeatureCollector,
@@ -308,7 +309,7 @@ class AutoencoderCV(AnalysisBase):
             params[name] = stored if name == "model" or hasattr(self, name) else getattr(self.trainer, name)
         return {**params, **self.model_kwargs}
 
-    def run(self, start=None, stop=None, step=None, frames=None, verbose=False, *, backend="serial",
+    def run(self, start=None, stop=None, step=None, frames=None, verbose=None, *, backend="serial",
             n_workers=None):
         """Read the frames, compute features, train the model and compute the CV.
 
@@ -318,8 +319,9 @@ class AutoencoderCV(AnalysisBase):
             Slice of each trajectory to analyse.
         frames : array_like of int or bool, optional
             Frames to analyse instead of a slice (single trajectory only).
-        verbose : bool, default False
-            Progress bars for reading and training.
+        verbose : bool or None, default None
+            Progress bars for reading and training; None shows them when stderr is a terminal, False
+            silences them.
         backend : {"serial", "multiprocessing", "dask"}, default "serial"
             MDAnalysis parallel backend for reading and featurisation.
         n_workers : int, optional
@@ -338,8 +340,8 @@ class AutoencoderCV(AnalysisBase):
         features, frame_idx, times, trajectory, lengths = [], [], [], [], []
         for group in self._groups:
             collector = _collect_features(group, self._featurizer, self.chunk_size, self.memory_budget,
-                                          start=start, stop=stop, step=step, frames=frames, verbose=verbose,
-                                          backend=backend, n_workers=n_workers)
+                                          start=start, stop=stop, step=step, frames=frames,
+                                          verbose=resolve_verbose(verbose), backend=backend, n_workers=n_workers)
             segment = np.searchsorted(_segments(group), collector.frames, side="right") - 1
             features.append(collector.results.features)
             frame_idx.append(collector.frames)
@@ -428,7 +430,7 @@ class AutoencoderCV(AnalysisBase):
             values, dims=("frame", "cv"),
             coords={"frame": np.asarray(frames), "time": ("frame", np.asarray(times, dtype=float)),
                     "trajectory": ("frame", np.asarray(trajectory)), "cv": np.arange(values.shape[1])},
-            attrs={"long_name": "autoencoder CV", "units": "", "time_units": "ps"},
+            attrs={"long_name": "autoencoder CV", "units": "dimensionless", "time_units": "ps"},
         )
 
     def _check_fitted(self, call):

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import xarray as xr
 from scipy.special import logsumexp
-from tqdm import tqdm
 
 from ._checks import check_int, check_number, check_seed, is_int
 from ._io import as_path, atomic_path, load_torch
 from ._params import check_fingerprint, data_digest, get_params
+from ._progress import progress_bar, resolve_verbose
 
 __all__ = [
     "weighted_mean",
@@ -251,8 +251,8 @@ class Trainer:
         "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
     seed : int, default 0
         Seeds the split, the minibatches and torch.
-    verbose : bool, default False
-        Show a tqdm progress bar over epochs.
+    verbose : bool or None, default None
+        tqdm progress bar over epochs; None shows it when stderr is a terminal, False silences it.
     n_threads : int or "auto", default "auto"
         CPU threads torch uses while training (restored afterwards). "auto"
         uses one thread per 100,000 model parameters, at most torch's
@@ -292,7 +292,7 @@ class Trainer:
     """
 
     def __init__(self, *, max_epochs=200, batch_size=256, learning_rate=1e-3, patience=20,
-                 validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=False,
+                 validation_fraction=0.2, n_blocks=20, device="auto", seed=0, verbose=None,
                  n_threads="auto", checkpoint=None, checkpoint_every=10):
         for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("patience", patience),
                             ("n_blocks", n_blocks), ("checkpoint_every", checkpoint_every)):
@@ -312,6 +312,7 @@ class Trainer:
         resolve_device(device)  # a bad device fails here, not after the frames are read
         self.device = device
         self.seed = check_seed(seed)
+        resolve_verbose(verbose)  # checks its type
         self.verbose = verbose
         if n_threads != "auto":
             check_int(n_threads, "n_threads", fix="pass e.g. n_threads=2, or 'auto'")
@@ -601,7 +602,7 @@ class Trainer:
                 initial = self._validate(model, data, val_idx if n_val else train_idx,
                                          val_w if n_val else train_w, objective)["validation"]
         stop = False
-        epochs = tqdm(range(first, self.max_epochs), disable=not self.verbose, desc="training", unit="epoch",
+        epochs = progress_bar(range(first, self.max_epochs), verbose=self.verbose, desc="training", unit="epoch",
                       initial=first, total=self.max_epochs)
         for epoch in epochs:
             model.train()
@@ -627,7 +628,7 @@ class Trainer:
             if record["validation"] is None:  # no validation frames: early-stop on the training loss
                 record["validation"] = record["train"]
             records.append(record)
-            if self.verbose:
+            if not epochs.disable:
                 epochs.set_postfix(train=f"{record['train']:.4g}", validation=f"{record['validation']:.4g}")
             stop = False
             if record["validation"] < best[0]:

@@ -25,6 +25,7 @@ def fitted(ala2):
 def test_results_layout(fitted):
     cv = fitted.results.cv
     assert cv.dims == ("frame", "cv") and cv.shape == (25_000, 2)
+    assert cv.attrs["units"] == "dimensionless" and cv.attrs["time_units"] == "ps"
     np.testing.assert_array_equal(cv["frame"][:3], [0, 4, 8])
     assert cv["time"].values[1] - cv["time"].values[0] == pytest.approx(4.0)  # ps
     # the Universe chains four files: they stay four trajectories

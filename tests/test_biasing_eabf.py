@@ -220,7 +220,7 @@ def test_alanine_phi_psi_periodic_table_is_consistent():
     )
     grid = Grid([-np.pi] * 2, [np.pi] * 2, 24, periodic=True, names=["phi", "psi"])
     eabf = ExtendedABF(system, pdb.positions, cv, grid, kappa=2.494 / 0.15**2, temperature=300, seed=0,
-                       update_frequency=50, full_samples=2, progress=True)  # fmt: skip
+                       update_frequency=50, full_samples=2, verbose=True)  # fmt: skip
     eabf.run(1000)
     assert np.any(eabf._abf_edges != 0)
     np.testing.assert_array_equal(eabf._abf_edges[0], eabf._abf_edges[-1])

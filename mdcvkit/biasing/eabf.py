@@ -33,6 +33,7 @@ from scipy.interpolate import RegularGridInterpolator
 from .._checks import check_int, openmm_seed
 from .._io import as_path, atomic_path
 from .._params import check_fingerprint, data_digest, plain
+from .._progress import progress_bar, resolve_verbose
 from ..export.openmm import NM_TO_ANGSTROM, _float64, collective_variables, evaluate_cv, module_dtype, positions_nm
 from .bias import _free_group, check_particles, default_platform
 from .czar import CZARAccumulator, integrate_gradient, to_dataset
@@ -134,8 +135,10 @@ class ExtendedABF:
         Also keep the CV atoms' positions (Å) of every sample in ``results.samples``.
     seed : int, default 0
         Seeds the integrator and the initial velocities.
-    progress : bool, default False
-        Show a tqdm progress bar in :meth:`run`.
+    verbose : bool or None, default None
+        tqdm progress bar in :meth:`run`; None shows it when stderr is a terminal, False silences it.
+    progress : bool, optional
+        Deprecated name of ``verbose`` (DeprecationWarning).
 
     Attributes
     ----------
@@ -175,8 +178,9 @@ class ExtendedABF:
         sample_frequency=1,
         store_positions=False,
         seed=0,
-        progress=False,
+        verbose=None,
         bias_stride=1,
+        progress=None,
     ):
         positions = positions_nm(positions)
         self.particles = check_particles(system, cv, particles, positions)
@@ -236,7 +240,12 @@ class ExtendedABF:
         self.bias_stride = int(bias_stride)
         self.store_positions = bool(store_positions)
         self.seed = seed
-        self.progress = progress
+        if progress is not None:
+            warnings.warn("progress= is deprecated; pass verbose= (the name every long-running mdcvkit call uses)",
+                          DeprecationWarning, stacklevel=2)
+            verbose = progress
+        resolve_verbose(verbose)  # checks its type
+        self.verbose = verbose
         self.lambda_mass = (
             float(np.max(self.kappa)) * (time_constant / (2 * math.pi)) ** 2
             if lambda_mass is None
@@ -438,11 +447,7 @@ class ExtendedABF:
                 f"n_steps={n_steps} must be a multiple of bias_stride={self.bias_stride}; pass "
                 f"n_steps={self.bias_stride * (n_steps // self.bias_stride)}"
             )
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(n_steps), desc="eABF", unit="step")
+        bar = progress_bar(total=int(n_steps), verbose=self.verbose, desc="eABF", unit="step")
         done = 0
         n_dim = self.grid.n_dim
         while done < n_steps:
@@ -462,10 +467,8 @@ class ExtendedABF:
             if frames:
                 self._accumulate(np.asarray(frames), np.asarray(lams), chunk)
             self._refresh_bias()
-            if bar is not None:
-                bar.update(chunk)
-        if bar is not None:
-            bar.close()
+            bar.update(chunk)
+        bar.close()
         self._conclude()
         return self
 

@@ -20,6 +20,7 @@ from MDAnalysis.analysis.base import Results
 from .._checks import check_int, check_seed, openmm_seed
 from .._io import as_path
 from .._params import plain
+from .._progress import progress_bar, resolve_verbose
 from ..analysis import AutoencoderCV, CollectiveVariable
 from ..export.openmm import NM_TO_ANGSTROM, positions_nm
 from ..features import Featurizer, Positions
@@ -107,8 +108,8 @@ class IterativeCVLearning:
     seed : int, default 0
         Seeds sampling, training and the bootstrap; iteration i (and the production after the last)
         draws its own seed from ``numpy.random.SeedSequence([seed, i])``.
-    verbose : bool, default False
-        tqdm progress bar over iterations.
+    verbose : bool or None, default None
+        tqdm progress bar over iterations; None shows it when stderr is a terminal.
 
     Attributes
     ----------
@@ -131,7 +132,7 @@ class IterativeCVLearning:
 
     def __init__(self, system, featurizer=None, *, estimator=None, particles=None, positions=None,
                  temperature=None, integrator=None, sampling=None, convergence=None, n_models=1, reference=None,
-                 state_file=None, seed=0, verbose=False):  # fmt: skip
+                 state_file=None, seed=0, verbose=None):  # fmt: skip
         self.toy = None if isinstance(system, openmm.System) else system
         if self.toy is not None and not hasattr(self.toy, "system"):
             raise TypeError(f"system must be an openmm.System or a mdcvkit.systems toy, not {type(system).__name__}")
@@ -184,6 +185,7 @@ class IterativeCVLearning:
         if reference is not None and not callable(reference):
             raise TypeError(f"reference must be a function of positions (n_frames, n_atoms, 3) in Å, e.g. "
                             f"toy.cv('x1'), not {type(reference).__name__}")
+        resolve_verbose(verbose)  # checks its type
         self.reference, self.integrator, self.verbose = reference, integrator, verbose
         self.state_file = None if state_file is None else as_path(state_file, "state_file")
         self.seed = check_seed(seed)
@@ -320,25 +322,19 @@ class IterativeCVLearning:
             state = {"version": STATE_VERSION, "fingerprint": self._fingerprint(), "records": [], "models": [],
                      "positions": None, "last": None, "converged": False}  # fmt: skip
         self.n_resumed_ = len(state["records"])
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.convergence.max_iterations + 1, desc="FEBILAE", unit="iteration",
-                       initial=self.n_resumed_)  # fmt: skip
+        bar = progress_bar(total=self.convergence.max_iterations + 1, verbose=self.verbose, desc="FEBILAE",
+                           unit="iteration", initial=self.n_resumed_)  # fmt: skip
         try:
             while not state["converged"] and len(state["records"]) <= self.convergence.max_iterations:
                 self._iteration(state)
                 if self.state_file is not None:
                     pieces.save_state(self.state_file, state)
-                if bar is not None:
-                    last = state["records"][-1]
-                    bar.set_postfix(regscore=f"{last['regscore']:.3f}", knn=f"{last['knn_regscore']:.3f}",
-                                    ess=f"{last['ess']:.0f}")  # fmt: skip
-                    bar.update(1)
+                last = state["records"][-1]
+                bar.set_postfix(regscore=f"{last['regscore']:.3f}", knn=f"{last['knn_regscore']:.3f}",
+                                ess=f"{last['ess']:.0f}")  # fmt: skip
+                bar.update(1)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         self._conclude(state)
         return self
 

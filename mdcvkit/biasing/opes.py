@@ -28,6 +28,7 @@ from MDAnalysis.analysis.base import Results
 from .._checks import check_int, openmm_seed
 from .._io import atomic_path
 from .._params import check_fingerprint, data_digest, plain
+from .._progress import progress_bar, resolve_verbose
 from ..export.openmm import NM_TO_ANGSTROM, _float64, available_routes, check_route, evaluate_cv, positions_nm
 from .bias import bias_integrator, check_particles, cv_force, default_platform
 from .eabf import MOLAR_GAS_CONSTANT, ExtendedABF, _temperature_kelvin
@@ -119,8 +120,8 @@ class OPES:
         Also keep the CV atoms' positions (Å) of every sample in ``results.samples``.
     seed : int, default 0
         Seeds the integrator and the initial velocities.
-    progress : bool, default False
-        Show a tqdm progress bar in :meth:`run`.
+    verbose : bool or None, default None
+        tqdm progress bar in :meth:`run`; None shows it when stderr is a terminal, False silences it.
 
     Attributes
     ----------
@@ -149,7 +150,7 @@ class OPES:
 
     def __init__(self, system, positions, cv, grid, barrier, temperature, *, pace=500, sigma="adaptive",
                  explore=False, bias_factor=None, particles=None, route="auto", integrator=None, platform=None,
-                 bias_stride=1, sample_frequency=10, store_positions=False, seed=0, progress=False):  # fmt: skip
+                 bias_stride=1, sample_frequency=10, store_positions=False, seed=0, verbose=None):  # fmt: skip
         positions = positions_nm(positions)
         self.particles = check_particles(system, cv, particles, positions)
         xi0 = evaluate_cv(cv, positions[self.particles] * NM_TO_ANGSTROM)[0]
@@ -187,7 +188,8 @@ class OPES:
         check_route(route)
         self.route = available_routes(cv, self.particles)[0] if route == "auto" else route  # what cv_force takes
         self.cv, self.store_positions = cv, bool(store_positions)
-        self.seed, self.progress = seed, progress
+        self.seed, self.verbose = seed, verbose
+        resolve_verbose(verbose)  # checks its type
         self._system_size = system.getNumParticles()
         self._system_digest = data_digest(np.frombuffer(openmm.XmlSerializer.serialize(system).encode(), np.uint8))
         self.system = openmm.XmlSerializer.clone(system)
@@ -283,11 +285,7 @@ class OPES:
         if n_steps % self.sample_frequency:
             raise ValueError(f"n_steps={n_steps} must be a multiple of sample_frequency={self.sample_frequency}; "
                              f"pass n_steps={self.sample_frequency * (n_steps // self.sample_frequency)}")
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_steps, desc="OPES", unit="step")
+        bar = progress_bar(total=n_steps, verbose=self.verbose, desc="OPES", unit="step")
         done = 0
         while done < n_steps:
             chunk = min(self.pace - self.n_steps % self.pace, n_steps - done)
@@ -299,10 +297,8 @@ class OPES:
                 biases.append(self._sampler.getBiasEnergy(self.context).value_in_unit(unit.kilojoule_per_mole))
             self._accumulate(np.asarray(frames), np.asarray(biases))
             done += chunk
-            if bar is not None:
-                bar.update(chunk)
-        if bar is not None:
-            bar.close()
+            bar.update(chunk)
+        bar.close()
         self._conclude()
         return self
 

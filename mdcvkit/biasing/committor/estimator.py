@@ -15,11 +15,11 @@ import numpy as np
 import openmm
 import torch
 from MDAnalysis.analysis.base import Results
-from tqdm import tqdm
 
 from ..._checks import check_int, check_number, check_seed, openmm_seed
 from ..._io import as_path
 from ..._params import check_fingerprint, plain
+from ..._progress import progress_bar, resolve_verbose
 from ...analysis import CollectiveVariable
 from ...export.openmm import NM_TO_ANGSTROM, positions_nm
 from ...features import Featurizer, Positions
@@ -115,8 +115,8 @@ class Committor:
         Written atomically after every iteration and resumed; another setting is refused by name
         (``max_iterations`` and ``tolerance`` may change). It holds pickled tensors: load only yours.
     seed : int, default 0
-    verbose : bool, default False
-        Progress bar over iterations.
+    verbose : bool or None, default None
+        Progress bar over iterations; None shows it when stderr is a terminal.
 
     Attributes
     ----------
@@ -145,7 +145,7 @@ class Committor:
 
     def __init__(self, system, featurizer=None, *, state_a, state_b, starts, particles=None, temperature=None,
                  integrator=None, sampling=None, model=None, trainer=None, max_iterations=5, tolerance=0.02,
-                 state_file=None, seed=0, verbose=False):  # fmt: skip
+                 state_file=None, seed=0, verbose=None):  # fmt: skip
         self.toy = None if isinstance(system, openmm.System) else system
         if self.toy is not None and not hasattr(self.toy, "system"):
             raise TypeError(f"system must be an openmm.System or a mdcvkit.systems toy, not {type(system).__name__}")
@@ -176,6 +176,7 @@ class Committor:
         self.tolerance = check_number("tolerance", tolerance, strict=True, example="0.02")
         self.state_file = None if state_file is None else as_path(state_file, "state_file")
         self.seed = check_seed(seed)
+        resolve_verbose(verbose)  # checks its type
         self.verbose = verbose
         self.engine = _Engine(self.toy, self.system, self.particles, self.temperature, integrator, state_a, state_b)
         self.integrator = integrator
@@ -281,13 +282,13 @@ class Committor:
                      "records": [], "models": [], "states": [], "data": {}, "extra": [], "log_w": None,
                      "overlap": None, "free_energies": None}  # fmt: skip
         first = len(state["records"])
-        bar = tqdm(range(first, self.max_iterations + 1), disable=not self.verbose, desc="committor",
+        bar = progress_bar(range(first, self.max_iterations + 1), verbose=self.verbose, desc="committor",
                    unit="iteration", initial=first, total=self.max_iterations + 1)
         for i in bar:
             if i > 1 and state["records"][-1]["rms_change"] < self.tolerance:
                 break
             self._iteration(state, i, iteration_seed(self.seed, i))
-            if self.verbose:
+            if not bar.disable:
                 bar.set_postfix(rms_change=f"{state['records'][-1]['rms_change']:.3g}")
             if self.state_file is not None:
                 save_state(self.state_file, state)
