@@ -85,15 +85,16 @@ def data_digest(*arrays):
     return digest.hexdigest()
 
 
-def _flatten(fingerprint, prefix=""):
-    flat = {}
-    for key, value in fingerprint.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+_ABSENT = "<absent>"
+
+
+def _differences(old, new, name=""):
+    """``(setting, old, new)`` for each leaf that differs; a dict on one side only differs as a whole."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{name}.{key}" if name else str(key))
+    elif old != new:
+        yield name, old, new
 
 
 def _short(value):
@@ -118,12 +119,10 @@ def check_fingerprint(saved, current, path, name="checkpoint"):
     ValueError
         Naming each setting that differs with its value in the file and now.
     """
-    old, new = _flatten(saved), _flatten(current)
-    differing = [key for key in sorted(set(old) | set(new)) if old.get(key, "<absent>") != new.get(key, "<absent>")]
+    differing = list(_differences(saved, current))
     if not differing:
         return
-    lines = "; ".join(f"{key}: {_short(old.get(key, '<absent>'))} in the file, {_short(new.get(key, '<absent>'))} "
-                      "now" for key in differing)
+    lines = "; ".join(f"{key}: {_short(old)} in the file, {_short(new)} now" for key, old, new in differing)
     raise ValueError(
         f"{name}={str(path)!r} was written for other settings and cannot be resumed ({lines}); pass the same "
         f"settings to resume, or delete the file (or pass another {name}) to start afresh"

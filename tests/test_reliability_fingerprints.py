@@ -17,7 +17,8 @@ from mdcvkit.training import Trainer
 
 #: Another valid value of every model setting (n_features is fixed by the data: see "data.shape").
 MODEL_CHANGES = {"n_cv": 1, "hidden": (9,), "activation": "elu", "scale_groups": [0, 0, 0, 1, 1, 1],
-                 "beta": 2.0, "n_clusters": 3, "mmd_weight": 5.0, "kernel_bandwidth": 2.0, "noise": 0.2}
+                 "beta": 2.0, "n_clusters": 3, "mmd_weight": 5.0, "kernel_bandwidth": 2.0, "noise": 0.2,
+                 "decoder_prior": "gaussian"}
 #: Another valid value of every fingerprinted trainer setting (device: only one kind on a CPU machine).
 TRAINER_CHANGES = {"batch_size": 16, "learning_rate": 2e-3, "patience": 7, "validation_fraction": 0.3,
                    "n_blocks": 5, "seed": 1}

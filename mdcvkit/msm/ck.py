@@ -172,9 +172,8 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
           ``mlag * lag``;
         - ``passed`` (bool): whether ``estimated`` lies inside the predicted interval;
           ``ds.passed.all()`` is the overall verdict;
-        - ``overlap`` (bool): whether the predicted and estimated intervals overlap, a
-          looser verdict that also allows for the uncertainty of the estimate (which
-          grows with ``mlag``, while the predicted interval of a long trajectory is narrow);
+        - ``overlap`` (bool): whether the predicted and estimated intervals overlap, a looser
+          verdict that allows for the estimate's uncertainty (which grows with ``mlag``);
         - ``set_assignment`` (cluster): set of each cluster, -1 outside the connected set;
         - ``centers`` (cluster, cv): cluster centres.
 
