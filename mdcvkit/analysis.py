@@ -168,11 +168,10 @@ class AutoencoderCV(AnalysisBase):
         Per-frame weights of the analysed frames (e.g. FEBILAE reweighting of
         biased frames); pass ``log_weights`` for large biases.
     lag : int, default 0
-        Lag in analysed frames for time-lagged models. ``model="tae"`` needs
-        ``lag >= 1`` (a ValueError otherwise: there is no sensible default
-        lag, it sets the timescale the CV resolves); with ``"gmvae"`` a lag
-        gives the time-lagged variant. Must be smaller than the longest
-        trajectory (in analysed frames).
+        Lag in analysed frames for time-lagged models, below the longest
+        trajectory. ``model="tae"`` needs ``lag >= 1`` (no default: the lag sets
+        the timescale the CV resolves); with ``"gmvae"`` a lag gives the
+        time-lagged variant.
     max_epochs, batch_size, learning_rate, patience, validation_fraction, device, seed
         Passed to :class:`mdcvkit.training.Trainer`.
     checkpoint : str or path-like, optional

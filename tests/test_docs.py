@@ -88,7 +88,7 @@ def _docstrings():
                     member = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
                     if inspect.isfunction(member):
                         rows[f"{module.__name__}.{name}.{member_name}"] = member.__doc__
-    return {name: len(inspect.cleandoc(doc).splitlines()) for name, doc in rows.items() if doc}
+    return {name: doc.count("\n") + 1 for name, doc in rows.items() if doc}  # source lines, quotes included
 
 
 def test_no_docstring_is_longer_than_80_lines():

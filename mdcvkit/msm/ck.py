@@ -139,8 +139,7 @@ def ck_test(trajs, lag, n_sets, mlags=10, n_clusters=100, n_samples=100, seed=0,
     trajs : xarray.DataArray, numpy.ndarray or list of them
         CV time series, as in :func:`implied_timescales` (several trajectories stay separate).
     lag : int
-        Lag time of the tested MSM in frames; ``mlags * lag`` must be smaller than the
-        shortest trajectory.
+        Lag time of the tested MSM in frames; ``mlags * lag`` must be below the shortest trajectory.
     n_sets : int or array_like of int, shape (n_clusters,)
         Number of metastable sets found by PCCA+ (2 ≤ n_sets ≤ connected clusters), or the set
         (0, 1, ...) of each k-means cluster, e.g. ``set_assignment`` of an earlier result with

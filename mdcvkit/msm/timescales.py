@@ -93,8 +93,7 @@ def implied_timescales(trajs, lags, n_clusters=100, n_timescales=5, dt=None, n_s
         (n_frames, n_cv), or a list of those for several trajectories. Frames of different
         trajectories are never joined by a transition. The input is not modified.
     lags : int or sequence of int
-        Lag times in frames, each ≥ 1 and smaller than the shortest trajectory. They are sorted
-        and duplicates removed.
+        Lag times in frames, each ≥ 1 and below the shortest trajectory (sorted, made unique).
     n_clusters : int, default 100
         Number of k-means clusters (MSM states); at most the number of frames.
     n_timescales : int, default 5
