@@ -43,14 +43,6 @@ from mdcvkit.features import Dihedrals  # noqa: E402
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
 
-def crossings(phi):
-    """C7eq ↔ C7ax transitions of a φ series (degrees), counted between the basins' cores."""
-    core = np.full(len(phi), -1)
-    core[(phi > -150) & (phi < -40)] = 0
-    core[(phi > 30) & (phi < 100)] = 1
-    return int(np.count_nonzero(np.diff(core[core >= 0])))
-
-
 def measure(setup, cv, grid, kappa, full_samples, steps, seed):
     """One eABF run: crossings, C7ax share of the frames and of each estimator's weight."""
     eabf = ExtendedABF(setup.system, setup.positions, cv, grid, kappa=kappa, temperature=setup.temperature,
@@ -59,7 +51,7 @@ def measure(setup, cv, grid, kappa, full_samples, steps, seed):
     phi = np.degrees(eabf.results.samples.xi.values[:, 0])
     c7ax = (phi > 0) & (phi < 120)
     shares = [float(np.exp(eabf_log_weights(eabf, name))[c7ax].sum()) for name in ESTIMATORS]
-    return [crossings(phi), f"{c7ax.mean():.1%}", *(f"{s:.2%}" for s in shares)]
+    return [mk.datasets.basin_crossings(phi), f"{c7ax.mean():.1%}", *(f"{s:.2%}" for s in shares)]
 
 
 def main():

@@ -39,6 +39,7 @@ import mdcvkit as mk  # noqa: E402
 from benchmarks._common import print_table  # noqa: E402
 from mdcvkit.analysis import CollectiveVariable  # noqa: E402
 from mdcvkit.biasing import OPES, ExtendedABF, Grid  # noqa: E402
+from mdcvkit.datasets import basin_crossings  # noqa: E402
 from mdcvkit.export import evaluate_cv  # noqa: E402
 from mdcvkit.features import Dihedrals  # noqa: E402
 
@@ -77,14 +78,6 @@ def toys(quick):
                          f"{end - middle:.1f}"))  # fmt: skip
             print(*rows[-1], flush=True)
     print_table(rows)
-
-
-def crossings(phi_deg):
-    """Transitions between the C7eq (-150° < φ < -40°) and C7ax (30° < φ < 100°) cores."""
-    core = np.full(len(phi_deg), -1)
-    core[(phi_deg > -150) & (phi_deg < -40)] = 0
-    core[(phi_deg > 30) & (phi_deg < 100)] = 1
-    return int(np.count_nonzero(np.diff(core[core >= 0])))
 
 
 def basin_gap(phi_rad, free):
@@ -154,7 +147,7 @@ def alanine(quick):
             where = nodes[0] if nodes else pmf.phi.values
             pop, minima = basin_gap(where, getattr(pmf, "values", pmf))
             gaps.setdefault(method, []).append(pop)
-            rows.append((method, seed, f"{pop:.2f}", f"{minima:.2f}", crossings(phi), f"{seconds:.0f}"))
+            rows.append((method, seed, f"{pop:.2f}", f"{minima:.2f}", basin_crossings(phi), f"{seconds:.0f}"))
             print(*rows[-1], flush=True)
     print_table(rows)
     print("\nA(C7ax) - A(C7eq) from populations, kT: mean ± standard error over seeds (min-max)")
@@ -195,7 +188,7 @@ def learned_cv(eabf, n_steps, barrier=ALA_BARRIER, explore=False):
                 rows.append((name, seed, f"blew up: {err}"[:60], run.route, f"{time.perf_counter() - start:.0f}"))
                 continue
             phi = np.degrees(evaluate_cv(phi_cv(phi_atoms, len(heavy)), run.results.samples.positions.values)[:, 0])
-            rows.append((name, seed, crossings(phi), run.route, f"{time.perf_counter() - start:.0f}"))
+            rows.append((name, seed, basin_crossings(phi), run.route, f"{time.perf_counter() - start:.0f}"))
             print(*rows[-1], flush=True)
     print_table(rows)
 

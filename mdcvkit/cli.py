@@ -118,24 +118,6 @@ fits them, not how it generalises.
 _EABF_BINS = 20
 _EABF_FULL_SAMPLES = 10
 _EABF_MIN_SAMPLES = 20
-#: Cores of the C7eq and C7ax basins of vacuum alanine dipeptide in φ (degrees).
-_C7EQ, _C7AX = (-150.0, -40.0), (30.0, 100.0)
-
-
-def _basins(phi):
-    """0 in the C7eq core, 1 in the C7ax core, -1 elsewhere, for φ in degrees."""
-    basin = np.full(len(phi), -1)
-    basin[(phi > _C7EQ[0]) & (phi < _C7EQ[1])] = 0
-    basin[(phi > _C7AX[0]) & (phi < _C7AX[1])] = 1
-    return basin
-
-
-def _crossings(phi):
-    """Transitions between the C7eq and C7ax cores along a series of φ (degrees)."""
-    basin = _basins(phi)
-    return int(np.count_nonzero(np.diff(basin[basin >= 0])))
-
-
 def _phi(atomgroup):
     """φ (degrees) of the alanine residue over the trajectory of ``atomgroup``'s Universe."""
     from MDAnalysis.analysis.dihedrals import Ramachandran
@@ -178,7 +160,8 @@ def _bias_along_cv(cv, output, seed, eabf_ps):
     phi_biased = _phi(in_memory(heavy, samples.positions.values).atoms)
     phi_unbiased = _phi(heavy)
     time_biased, time_unbiased = samples.time.values, md.trajectory.dt * np.arange(len(phi_unbiased))
-    in_c7ax = _basins(phi_biased) == 1
+    in_c7ax = datasets.c7_basins(phi_biased) == 1
+    unbiased_c7ax = datasets.c7_basins(phi_unbiased) == 1
     first_c7ax = f"{time_biased[in_c7ax][0]:.0f} ps" if in_c7ax.any() else "never"
 
     pmf = eabf.results.pmf.values
@@ -195,7 +178,7 @@ def _bias_along_cv(cv, output, seed, eabf_ps):
     axes[0].plot(time_unbiased[time_unbiased <= time_biased[-1]], phi_unbiased[time_unbiased <= time_biased[-1]],
                  ".", ms=2, color="0.5", label="unbiased")
     axes[0].plot(time_biased, phi_biased, ".", ms=2, label="eABF along the CV")
-    for (low, high), name in ((_C7EQ, "C7eq"), (_C7AX, "C7ax")):
+    for (low, high), name in ((datasets.C7EQ_PHI, "C7eq"), (datasets.C7AX_PHI, "C7ax")):
         axes[0].axhspan(low, high, color="C2" if name == "C7ax" else "C0", alpha=0.1)
         axes[0].text(time_biased[-1], (low + high) / 2, f" {name}", va="center", fontsize="small")
     axes[0].set(xlabel="time (ps)", ylabel="φ (degree)", ylim=(-180, 180), title="φ in vacuum")
@@ -214,11 +197,11 @@ def _bias_along_cv(cv, output, seed, eabf_ps):
     _save_figure(fig, output / "eabf.png")
     plt.close(fig)
 
-    rows = [f"| eABF along the CV | {time_biased[-1]:.0f} | {_crossings(phi_biased)} | "
+    rows = [f"| eABF along the CV | {time_biased[-1]:.0f} | {datasets.basin_crossings(phi_biased)} | "
             f"{100 * in_c7ax.mean():.1f} | {first_c7ax} |",
-            f"| unbiased (shipped `vacuum.xtc`) | {time_unbiased[-1]:.0f} | {_crossings(phi_unbiased)} | "
-            f"{100 * np.mean(_basins(phi_unbiased) == 1):.1f} | "
-            f"{'never' if not (_basins(phi_unbiased) == 1).any() else 'yes'} |"]
+            f"| unbiased (shipped `vacuum.xtc`) | {time_unbiased[-1]:.0f} | {datasets.basin_crossings(phi_unbiased)} | "
+            f"{100 * unbiased_c7ax.mean():.1f} | {'yes' if unbiased_c7ax.any() else 'never'} |"]
+    c7eq, c7ax = datasets.C7EQ_PHI, datasets.C7AX_PHI
     return f"""## Biased: eABF along the learned CV
 
 The learned CV, as it is, drives extended ABF (`mk.biasing.ExtendedABF`, CZAR estimator) on the shipped
@@ -228,7 +211,7 @@ Langevin steps at 300 K), started from the first frame of the shipped unbiased v
 training data and the unbiased run, κ = kT / (bin width)², the ABF force in full after {_EABF_FULL_SAMPLES}
 samples of a bin; the CV reaches OpenMM by the `{eabf.route}` route, its force every second step (8 fs,
 `bias_stride=2`); {seconds:.1f} s in all, with the CV of the unbiased run. A crossing is a transition
-between the C7eq ({_C7EQ[0]:g}° < φ < {_C7EQ[1]:g}°) and C7ax ({_C7AX[0]:g}° < φ < {_C7AX[1]:g}°) cores; the
+between the C7eq ({c7eq[0]:g}° < φ < {c7eq[1]:g}°) and C7ax ({c7ax[0]:g}° < φ < {c7ax[1]:g}°) cores; the
 CV was learned without φ.
 
 | run | length (ps) | C7eq ↔ C7ax crossings | time in C7ax (%) | first in C7ax |

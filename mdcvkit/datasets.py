@@ -10,13 +10,17 @@ from importlib.resources import files
 import MDAnalysis as mda
 import numpy as np
 
-__all__ = ["KINDS", "SimulationSetup", "alanine_dipeptide", "alanine_dipeptide_system", "data_path"]
+__all__ = ["C7AX_PHI", "C7EQ_PHI", "KINDS", "SimulationSetup", "alanine_dipeptide", "alanine_dipeptide_system",
+           "basin_crossings", "c7_basins", "data_path"]
 
 #: Shipped alanine-dipeptide trajectories by kind.
 KINDS = {
     "implicit": ["implicit_0.xtc", "implicit_1.xtc", "implicit_2.xtc", "implicit_3.xtc"],
     "vacuum": ["vacuum.xtc"],
 }
+#: Cores of alanine dipeptide's C7eq and C7ax basins in φ (degrees, open intervals); between them lies the barrier.
+C7EQ_PHI = (-150.0, -40.0)
+C7AX_PHI = (30.0, 100.0)
 #: Every file of the shipped alanine-dipeptide data.
 FILES = ["ala2.pdb", "ala2_start.pdb", *KINDS["implicit"], *KINDS["vacuum"], "make_data.py"]
 
@@ -177,7 +181,7 @@ def alanine_dipeptide_system(solvent="vacuum", constraints=True):
     --------
     >>> setup = mk.datasets.alanine_dipeptide_system("vacuum")              # doctest: +SKIP
     >>> context = setup.context(seed=1)                                     # doctest: +SKIP
-    >>> context.getIntegrator().step(1000)                                  # 4 ps; doctest: +SKIP
+    >>> context.getIntegrator().step(1000)  # 4 ps                          # doctest: +SKIP
     """
     import openmm.app as app
     import openmm.unit as unit
@@ -197,3 +201,50 @@ def alanine_dipeptide_system(solvent="vacuum", constraints=True):
         positions = pdb.positions.value_in_unit(unit.nanometer)
     return SimulationSetup(pdb.topology, system, np.asarray(positions, dtype=np.float64), 300.0, 1.0,
                            0.004 if constraints else 0.0005)
+
+
+def c7_basins(phi):
+    """Basin core of each frame of alanine dipeptide from its φ: 0 in C7eq, 1 in C7ax, -1 between.
+
+    Parameters
+    ----------
+    phi : array_like, shape (n_frames,)
+        φ in degrees, in [-180, 180).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_frames,)
+        The cores are :data:`C7EQ_PHI` and :data:`C7AX_PHI`.
+
+    Examples
+    --------
+    >>> c7_basins([-80.0, 0.0, 60.0])
+    array([ 0, -1,  1])
+    """
+    phi = np.asarray(phi, dtype=float)
+    return np.select([(phi > C7EQ_PHI[0]) & (phi < C7EQ_PHI[1]), (phi > C7AX_PHI[0]) & (phi < C7AX_PHI[1])],
+                     [0, 1], -1)  # fmt: skip
+
+
+def basin_crossings(phi):
+    """C7eq ↔ C7ax transitions of a φ series, counted between the basin cores (:func:`c7_basins`).
+
+    A visit to the barrier region that returns to the same core is no crossing, so fast recrossings
+    of the barrier top do not count.
+
+    Parameters
+    ----------
+    phi : array_like, shape (n_frames,)
+        φ in degrees, consecutive frames of one trajectory.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> basin_crossings([-80.0, 0.0, -70.0, 60.0, 0.0, 50.0, -90.0])
+    2
+    """
+    core = c7_basins(phi)
+    return int(np.count_nonzero(np.diff(core[core >= 0])))

@@ -357,8 +357,6 @@ class Trainer:
             (``data_loss``: the validation loss of the data, None without).
             No checkpoint with an objective.
 
-            .. versionadded:: 0.1
-
         Returns
         -------
         TrainingResult
@@ -570,8 +568,10 @@ class Trainer:
         data_loss = self._evaluate(model, data, index, weights) if len(index[0]) else None
         return {"validation": data_loss} if objective is None else objective.validate(model, data_loss)
 
-    def _batches(self, data, source, target, train_w, generator, objective):
-        """The (input, target) minibatches of one epoch; (None, None) steps for an objective without data."""
+    def _batches(self, data, source, target, same, train_w, generator, objective):
+        """The (input, target) minibatches of one epoch; (None, None) steps for an objective without data.
+
+        ``same``: the targets are the inputs (lag 0), checked once per fit rather than per epoch."""
         if data is None:
             return [(None, None)] * objective.steps_per_epoch
         n_train = len(source)
@@ -581,7 +581,7 @@ class Trainer:
             order = torch.multinomial(train_w, n_train, replacement=True, generator=generator).to(source.device)
         # one gather per epoch; minibatches are then contiguous slices of it
         inputs = data[source[order]]
-        targets = inputs if torch.equal(source, target) else data[target[order]]  # lag 0: the target is the input
+        targets = inputs if same else data[target[order]]
         return [(inputs[start:start + self.batch_size], targets[start:start + self.batch_size])
                 for start in range(0, n_train, self.batch_size)]
 
@@ -593,6 +593,7 @@ class Trainer:
         """
         n_val = len(val_idx[0])
         source, target = train_idx[0].to(device), train_idx[1].to(device)
+        same = torch.equal(source, target)  # lag 0: the target is the input
         optimizer = torch.optim.Adam(model.parameters(), lr=self.learning_rate, fused=True)
         first, records, best, done, initial = self._resume(key, model, optimizer, generator, device)
         if done:
@@ -607,7 +608,7 @@ class Trainer:
         for epoch in epochs:
             model.train()
             total, terms_sum, n_seen = torch.zeros((), device=device), {}, 0
-            for x, y in self._batches(data, source, target, train_w, generator, objective):
+            for x, y in self._batches(data, source, target, same, train_w, generator, objective):
                 loss, terms = model.loss(x, y) if objective is None else objective.loss(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -23,6 +23,7 @@ import mdcvkit as mk
 from mdcvkit.analysis import CollectiveVariable
 from mdcvkit.biasing import ExtendedABF, Grid, cv_force
 from mdcvkit.biasing.reweight import eabf_log_weights
+from mdcvkit.datasets import basin_crossings
 from mdcvkit.export import evaluate_cv
 from mdcvkit.features import Dihedrals
 
@@ -52,14 +53,6 @@ def langevin(seed):
     integrator = openmm.LangevinMiddleIntegrator(TEMPERATURE, 1.0, TIMESTEP)
     integrator.setRandomNumberSeed(seed)
     return integrator
-
-
-def crossings(phi_deg):
-    """Transitions between the C7eq (-150° < φ < -40°) and C7ax (30° < φ < 100°) cores."""
-    core = np.full(len(phi_deg), -1)
-    core[(phi_deg > -150) & (phi_deg < -40)] = 0
-    core[(phi_deg > 30) & (phi_deg < 100)] = 1
-    return int(np.count_nonzero(np.diff(core[core >= 0])))
 
 
 def phi_force():
@@ -114,9 +107,9 @@ def test_unbiased_run_stays_in_c7eq_where_eabf_crosses(eabf):
         sim.step(FRAME_STEPS)
         frames.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.angstrom))
     phi = np.degrees(evaluate_cv(eabf.cv, np.array(frames))[:, 0])
-    assert crossings(phi) == 0 and phi.max() < 0  # measured: φ stays within -169°..-47°
+    assert basin_crossings(phi) == 0 and phi.max() < 0  # measured: φ stays within -169°..-47°
     phi_eabf = np.degrees(eabf.results.samples.xi.values[:, 0])
-    assert crossings(phi_eabf) >= 50
+    assert basin_crossings(phi_eabf) >= 50
     assert np.mean((phi_eabf > 30) & (phi_eabf < 100)) > 0.1
 
 
@@ -124,7 +117,7 @@ def test_czar_pmf_matches_well_tempered_metadynamics(eabf, metadynamics):
     """Measured at 5 ns: RMS 0.15 kT, largest difference 0.31 kT (0.19 and 0.39 kT when CZAR took λ minus
     the bin centre); metadynamics crossed 110 times."""
     phi_meta, grid, free_energy = metadynamics
-    assert crossings(phi_meta) >= 20
+    assert basin_crossings(phi_meta) >= 20
     pmf = eabf.results.pmf
     sampled = (eabf.results.counts.values >= 50) & np.isfinite(pmf.values)
     assert sampled.sum() >= 55  # of 72 bins: both basins and both barriers, not the far side near 125°
@@ -178,12 +171,12 @@ def test_eabf_along_autoencoder_cv_against_metadynamics_and_reweighted_phi_run(e
     phi_atoms = np.searchsorted(particles, PHI)  # φ's atoms among the CV's (heavy) atoms
     phi = np.degrees(evaluate_cv(torsion_cv(phi_atoms, n_atoms=len(particles)),
                                  run.results.samples.positions.values)[:, 0])  # fmt: skip
-    assert crossings(phi) >= 4
+    assert basin_crossings(phi) >= 4
 
     variable = app.BiasVariable(cv_force(cv, particles, system.getNumParticles()), grid.lower[0], grid.upper[0],
                                 span / 60, gridWidth=161)  # fmt: skip
     phi_meta, meta_grid, free_energy = run_metadynamics(variable, n_steps=3 * N_STEPS)
-    assert crossings(phi_meta) >= 20
+    assert basin_crossings(phi_meta) >= 20
     pmf, counts = run.results.pmf.values, run.results.counts.values
     sampled = (counts >= 50) & np.isfinite(pmf)
     interior = sampled.copy()

@@ -214,8 +214,7 @@ def test_alanine_phi_crosses_and_gives_the_basin_gap():
     run = OPES(setup.system, setup.positions, cv, Grid(-np.pi, np.pi, 72, periodic=True, names=["phi"]), 30.0, 300,
                pace=250, sample_frequency=10, integrator=setup.integrator(), seed=0).run(250_000)  # fmt: skip
     phi = np.degrees(run.results.samples.xi.values[:, 0])
-    core = np.select([(phi > -150) & (phi < -40), (phi > 30) & (phi < 100)], [0, 1], -1)
-    assert np.count_nonzero(np.diff(core[core >= 0])) >= 20
+    assert mk.datasets.basin_crossings(phi) >= 20
     centres = np.degrees(run.results.pmf.phi.values)
     for pmf in (run.results.pmf.values, run.results.reweighted_pmf.values):
         gap = np.nanmin(pmf[(centres > 30) & (centres < 100)]) - np.nanmin(pmf[(centres > -150) & (centres < -40)])

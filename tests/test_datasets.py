@@ -81,3 +81,10 @@ def test_unconstrained_system_for_constant_energy():
 def test_unknown_solvent():
     with pytest.raises(ValueError, match="solvent='water' is not known"):
         datasets.alanine_dipeptide_system("water")
+
+
+def test_basins_and_crossings_between_the_c7_cores():
+    phi = np.array([-80.0, -45.0, 0.0, -70.0, 60.0, 0.0, 50.0, -90.0, 120.0, -150.0])
+    np.testing.assert_array_equal(datasets.c7_basins(phi), [0, 0, -1, 0, 1, -1, 1, 0, -1, -1])
+    assert datasets.basin_crossings(phi) == 2  # C7eq -> C7ax -> C7ax (through the barrier) -> C7eq
+    assert datasets.basin_crossings(np.full(5, -80.0)) == 0 and datasets.basin_crossings([]) == 0

@@ -80,8 +80,7 @@ def main():
     phi = unwrap_angles(phi_psi(production.samples.positions.values)[:, 0], -180)
     weights = np.exp(loop.results.production_log_weights)
     c7ax = (phi > 0) & (phi < 120)
-    core = np.select([(phi > -150) & (phi < -40), (phi > 30) & (phi < 100)], [0, 1], -1)
-    crossings = np.count_nonzero(np.diff(core[core >= 0]))
+    crossings = mk.datasets.basin_crossings(phi)
     print(f"production: {c7ax.mean():.1%} of {len(phi)} frames in C7ax (0° < φ < 120°), {crossings} crossings "
           f"C7eq <-> C7ax, C7ax {weights[c7ax].sum() / weights.sum():.1%} of the weight")  # fmt: skip
 
