@@ -22,7 +22,7 @@ from MDAnalysis.coordinates.memory import MemoryReader
 import mdcvkit as mk
 from mdcvkit.analysis import CollectiveVariable
 from mdcvkit.biasing import ExtendedABF, Grid, cv_force
-from mdcvkit.biasing.reweight import eabf_log_weights
+from mdcvkit.biasing.reweight import eabf_log_weights, histogram_pmf
 from mdcvkit.datasets import basin_crossings
 from mdcvkit.export import evaluate_cv
 from mdcvkit.features import Dihedrals
@@ -186,11 +186,7 @@ def test_eabf_along_autoencoder_cv_against_metadynamics_and_reweighted_phi_run(e
     metadynamics = np.interp(grid.centers(0), meta_grid, free_energy)
     # the φ-eABF frames (all atoms) reweighted to the Boltzmann density and binned along the learned CV
     z = evaluate_cv(cv, eabf.results.samples.positions.values[:, particles])
-    index = grid.index(z)
-    weights = np.exp(eabf_log_weights(eabf))
-    histogram = np.bincount(index[index >= 0], weights=weights[index >= 0], minlength=grid.shape[0])
-    with np.errstate(divide="ignore"):
-        reweighted = -KT * np.log(histogram / histogram.sum())
+    reweighted = histogram_pmf(z, eabf_log_weights(eabf), grid, KT)
     assert np.all(np.isfinite(reweighted[interior]))
 
     def distance(a, b):  # RMS and largest difference in kT, free energies being defined up to a constant
