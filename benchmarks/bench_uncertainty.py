@@ -9,7 +9,8 @@ Parts:
 
 (toy) Linear-Gaussian data x = W z + b + σ ε (D = 3, dim z = 1, W = (2, 1, −1), b = (1, −2, 0.5),
 σ = 0.5, N = 200), a linear VAE (``hidden=()``, ``activation=None``) with a Gaussian decoder prior
-(precision 1), trained by ``Trainer`` (full batch, lr 0.02). Exactness: the Laplace precision against
+(precision 1), trained by ``Trainer`` (full batch, lr 0.02); toy and oracle from
+tests/linear_gaussian_cases.py, shared with the tests. Exactness: the Laplace precision against
 the analytic one of Bayesian linear regression given the encoder means (``latents="fixed"``) and
 against N (WWᵀ + σ²)⁻¹ for the bias block (``latents="integrated"``). Coverage: 50 repetitions on
 fresh data; how often the 90 % interval of the predicted mean of x₀ (``predict``, 200 draws × 2000
@@ -33,57 +34,44 @@ docs/_static/uncertainty_rg.png.
 
 import argparse
 import copy
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 import torch
 
-import mdcvkit as mk
-from mdcvkit.features import FeatureCollector, make_featurizer
-from mdcvkit.models import VariationalAutoEncoder, fit_laplace
-from mdcvkit.models.laplace import LaplaceApproximation
-from mdcvkit.training import Trainer
-from mdcvkit.uncertainty import LaplacePosterior
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from linear_gaussian_cases import (  # noqa: E402  (the toy and its oracle, shared with the tests)
+    B_TRUE,
+    analytic_precision,
+    linear_gaussian,
+    marginal_bias_precision,
+    train_linear,
+)
+
+import mdcvkit as mk  # noqa: E402
+from mdcvkit.features import FeatureCollector, make_featurizer  # noqa: E402
+from mdcvkit.models import VariationalAutoEncoder, fit_laplace  # noqa: E402
+from mdcvkit.models.laplace import LaplaceApproximation  # noqa: E402
+from mdcvkit.training import Trainer  # noqa: E402
+from mdcvkit.uncertainty import LaplacePosterior  # noqa: E402
 
 matplotlib.use("Agg")
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 
-W_TRUE, B_TRUE, SIGMA = np.array([[2.0], [1.0], [-1.0]]), np.array([1.0, -2.0, 0.5]), 0.5
 VAE_SETTINGS = dict(max_epochs=2000, batch_size=64, learning_rate=3e-3, patience=100)
 
 
-def toy_data(n, rng):
-    z = rng.normal(size=(n, 1))
-    return (z @ W_TRUE.T + B_TRUE + SIGMA * rng.normal(size=(n, 3))).astype(np.float32)
-
-
-def toy_fit(x, seed):
-    model = VariationalAutoEncoder(3, 1, hidden=(), activation=None, decoder_prior={"kind": "gaussian",
-                                                                                     "precision": 1.0})
-    trainer = Trainer(max_epochs=1000, batch_size=len(x), learning_rate=2e-2, validation_fraction=0, patience=50,
-                      seed=seed)
-    return trainer.fit(model, x).model
-
-
 def part_toy(repetitions):
-    rng = np.random.default_rng(0)
-    x = toy_data(200, rng)
-    model = toy_fit(x, 0)
-    with torch.no_grad():
-        z = model.encode(torch.as_tensor(x)).double().numpy()
-    a = np.hstack([z, np.ones((len(z), 1))])
-    variance = np.exp(model.decoder_log_var.detach().double().numpy())
-    # θ = (W (3 × 1) row-major, b (3)); the precision of row k is Σ aᵢaᵢᵀ / σₖ² + τ
-    exact = np.zeros((6, 6))
-    for k in range(3):
-        idx = [k, 3 + k]
-        exact[np.ix_(idx, idx)] = a.T @ a / variance[k] + np.eye(2)
+    x = linear_gaussian(200, 0)
+    model = train_linear(x, 0, max_epochs=1000, patience=50)
+    exact = analytic_precision(model, x)
     fixed = fit_laplace(model, x, structure="full", latents="fixed").precision.numpy()
-    w = model.decoder[0].weight.detach().double().numpy()
-    bias_exact = len(x) * np.linalg.inv(w @ w.T + np.diag(variance)) + np.eye(3)
+    bias_exact = marginal_bias_precision(model, len(x))
     integrated = fit_laplace(model, x, structure="full", latents="integrated").precision.numpy()[3:, 3:]
     print(f"toy exactness: latents fixed, max relative error of the covariance "
           f"{np.abs(np.linalg.inv(fixed) - np.linalg.inv(exact)).max() / np.abs(np.linalg.inv(exact)).max():.2e}; "
@@ -91,8 +79,8 @@ def part_toy(repetitions):
     hits = {"integrated": [], "fixed": []}
     start = time.perf_counter()
     for rep in range(repetitions):
-        x = toy_data(200, np.random.default_rng(100 + rep))
-        model = toy_fit(x, rep)
+        x = linear_gaussian(200, 100 + rep)
+        model = train_linear(x, rep, max_epochs=1000, patience=50)
         for latents in hits:
             posterior = LaplacePosterior(None, None, fit_laplace(model, x, structure="full", latents=latents))
             ds = posterior.predict(lambda f: f[:, 0], n_samples=200, n_structures=2000, seed=rep)

@@ -3,47 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from linear_gaussian_cases import analytic_precision, linear_gaussian, marginal_bias_precision, train_linear
 
 from mdcvkit.models import AutoEncoder, VariationalAutoEncoder, fit_laplace
 from mdcvkit.training import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::mdcvkit.training.ConvergenceWarning")
 
-W_TRUE, B_TRUE, SIGMA = np.array([[2.0], [1.0], [-1.0]]), np.array([1.0, -2.0, 0.5]), 0.5
-TAU = 1.0
-
-
-def linear_gaussian(n, seed):
-    """x = W z + b + σ ε, z ~ N(0, 1): a linear-Gaussian decoder, whose posterior is Gaussian."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 1))
-    return (z @ W_TRUE.T + B_TRUE + SIGMA * rng.normal(size=(n, 3))).astype(np.float32)
-
-
-def train_linear(x, seed=0, max_epochs=40):
-    model = VariationalAutoEncoder(3, 1, hidden=(), activation=None,
-                                   decoder_prior={"kind": "gaussian", "precision": TAU})
-    return Trainer(max_epochs=max_epochs, batch_size=len(x), learning_rate=2e-2, validation_fraction=0,
-                   patience=30, seed=seed).fit(model, x).model
-
 
 @pytest.fixture(scope="module")
 def linear():
     x = linear_gaussian(200, 0)
     return train_linear(x), x
-
-
-def analytic_precision(model, x):
-    """Bayesian linear regression of the normalised features on the encoder means, θ = (W row-major, b)."""
-    with torch.no_grad():
-        z = model.encode(torch.as_tensor(x)).double().numpy()
-    a = np.hstack([z, np.ones((len(z), 1))])
-    variance = np.exp(model.decoder_log_var.detach().double().numpy())
-    precision = np.zeros((6, 6))
-    for k in range(3):
-        index = [k, 3 + k]
-        precision[np.ix_(index, index)] = a.T @ a / variance[k] + TAU * np.eye(2)
-    return precision
 
 
 @pytest.mark.parametrize("structure", ["full", "last_layer"])
@@ -62,9 +33,7 @@ def test_integrated_latents_give_the_marginal_posterior_of_the_bias(linear):
     # with z integrated out, x | θ ~ N(b + ..., W Wᵀ + σ²): the bias block of the precision is N (W Wᵀ + σ²)⁻¹ + τ
     model, x = linear
     precision = fit_laplace(model, x, structure="full", latents="integrated").precision.numpy()
-    w = model.decoder[0].weight.detach().double().numpy()
-    variance = np.exp(model.decoder_log_var.detach().double().numpy())
-    exact = len(x) * np.linalg.inv(w @ w.T + np.diag(variance)) + TAU * np.eye(3)
+    exact = marginal_bias_precision(model, len(x))
     assert np.allclose(precision[3:, 3:], exact, rtol=0.01, atol=1e-8 * np.abs(exact).max())
 
 

@@ -1,8 +1,8 @@
 """Tests of mdcvkit.models.priors and the decoder prior of the VAE: E-step, M-step gradient, MAP loss, fingerprints."""
 
-import numpy as np
 import pytest
 import torch
+from linear_gaussian_cases import linear_gaussian
 
 from mdcvkit.models import ARDPrior, GaussianPrior, VariationalAutoEncoder, make_prior
 from mdcvkit.training import Trainer
@@ -56,17 +56,8 @@ def test_make_prior_rejects_bad_settings(spec, match):
         make_prior(3.0)
 
 
-def _linear_data(n=200, seed=0, noise_feature=False):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 1))
-    x = z @ np.array([[2.0, 1.0, -1.0]]) + np.array([1.0, -2.0, 0.5]) + 0.5 * rng.normal(size=(n, 3))
-    if noise_feature:
-        x = np.hstack([x, rng.normal(size=(n, 1))])
-    return x.astype(np.float32)
-
-
 def test_vae_map_loss_holds_the_prior_over_training_frames_and_settings_round_trip():
-    x = _linear_data()
+    x = linear_gaussian(200, 0)
     model = VariationalAutoEncoder(3, 1, hidden=(), activation=None, decoder_prior={"kind": "ard", "a0": 1e-3,
                                                                                      "b0": 2e-3})
     assert model.get_params()["decoder_prior"] == {"kind": "ard", "a0": 1e-3, "b0": 2e-3}
@@ -84,7 +75,7 @@ def test_vae_map_loss_holds_the_prior_over_training_frames_and_settings_round_tr
 
 
 def test_ard_switches_off_the_decoder_weight_of_a_feature_the_latent_does_not_explain():
-    x = _linear_data(noise_feature=True)
+    x = linear_gaussian(200, 0, noise_feature=True)
     fits = {}
     for name, prior in (("ard", {"kind": "ard", "a0": 1e-3, "b0": 1e-3}), ("none", None)):
         model = VariationalAutoEncoder(4, 1, hidden=(), activation=None, decoder_prior=prior)
@@ -98,7 +89,7 @@ def test_ard_switches_off_the_decoder_weight_of_a_feature_the_latent_does_not_ex
 
 
 def test_checkpoint_fingerprint_names_the_prior(tmp_path):
-    x = _linear_data()
+    x = linear_gaussian(200, 0)
     path = tmp_path / "state.pt"
     model = VariationalAutoEncoder(3, 1, hidden=(4,), decoder_prior={"kind": "ard", "a0": 1e-3, "b0": 1e-3})
     Trainer(max_epochs=2, seed=0, checkpoint=path).fit(model, x)

@@ -3,8 +3,9 @@
 import matplotlib
 import numpy as np
 import pytest
+import torch
 import xarray as xr
-from test_models_laplace import B_TRUE, linear_gaussian, train_linear
+from linear_gaussian_cases import B_TRUE, linear_gaussian, train_linear
 
 import mdcvkit as mk
 from mdcvkit.models import fit_laplace
@@ -15,23 +16,22 @@ pytestmark = pytest.mark.filterwarnings("ignore::mdcvkit.training.ConvergenceWar
                                         "ignore:.*training frames for.*features:UserWarning")
 
 
-@pytest.fixture(scope="module")
-def universe():
-    return mk.datasets.alanine_dipeptide()
+#: the CV of these tests: 60 evenly spaced frames, a small VAE with an ARD prior (``seed`` varies)
+CV_SETTINGS = dict(n_cv=2, model="vae", hidden=(8,), decoder_prior="ard", max_epochs=20)
+
+
+def _frames(ala2):
+    return np.linspace(0, ala2.trajectory.n_frames - 1, 60).astype(int)
 
 
 @pytest.fixture(scope="module")
-def cv(universe):
-    heavy = universe.select_atoms("not name H*")
-    frames = np.linspace(0, universe.trajectory.n_frames - 1, 60).astype(int)
-    return mk.AutoencoderCV(heavy, n_cv=2, model="vae", hidden=(8,), decoder_prior="ard", max_epochs=20,
-                            seed=0).run(frames=frames)
+def cv(ala2, heavy):
+    return mk.AutoencoderCV(heavy, **CV_SETTINGS, seed=0).run(frames=_frames(ala2))
 
 
-def test_radius_of_gyration_is_mdanalysis_mass_weighted_rg(universe):
-    heavy = universe.select_atoms("not name H*")
+def test_radius_of_gyration_is_mdanalysis_mass_weighted_rg(ala2, heavy):
     positions, expected = [], []
-    for _ in universe.trajectory[:2000:400]:
+    for _ in ala2.trajectory[:2000:400]:
         positions.append(heavy.positions.copy())
         expected.append(heavy.radius_of_gyration())
     assert np.allclose(radius_of_gyration(np.array(positions), heavy.masses), expected, rtol=1e-5)
@@ -59,9 +59,14 @@ def test_predict_returns_posterior_mean_and_bands(cv):
     assert len(ax) == 2 and ax[0].get_xlabel() == "Rg (Å)"
 
 
-def test_deep_ensemble_gives_the_same_output(cv):
+def test_deep_ensemble_gives_the_same_output(cv, ala2, heavy):
     ensemble = deep_ensemble(cv, n_models=2)
     assert ensemble.members[0] is cv.results.model.model and ensemble.members[1] is not ensemble.members[0]
+    # member 1 is the model the same CV trains with seed 1: the ensemble retrains through the CV's settings
+    twin = mk.AutoencoderCV(heavy, **CV_SETTINGS, seed=1).run(frames=_frames(ala2)).results.model.model
+    for (name, member), theirs in zip(ensemble.members[1].state_dict().items(), twin.state_dict().values(),
+                                      strict=True):
+        assert torch.equal(member, theirs), name
     ds = ensemble.predict("rg", n_structures=200)
     assert ds.attrs["method"] == "ensemble" and ds.attrs["interval"] == "normal" and ds.sizes["sample"] == 2
     assert set(ds.data_vars) == set(laplace_posterior(cv).predict("rg", n_samples=2, n_structures=20).data_vars)
@@ -71,7 +76,7 @@ def test_deep_ensemble_gives_the_same_output(cv):
         deep_ensemble(cv, n_models=1)
 
 
-def test_bad_input_gets_a_clear_error(cv, universe):
+def test_bad_input_gets_a_clear_error(cv, heavy):
     posterior = laplace_posterior(cv)
     with pytest.raises(ValueError, match="returned shape"):
         posterior.predict(lambda x: x[:, :2, 0], n_samples=2, n_structures=10)
@@ -85,7 +90,7 @@ def test_bad_input_gets_a_clear_error(cv, universe):
         posterior.predict("rmsd", n_samples=2)
     with pytest.raises(TypeError, match="must be 'rg' or a function"):
         posterior.predict(3, n_samples=2)
-    unfitted = mk.AutoencoderCV(universe.select_atoms("not name H*"), model="vae")
+    unfitted = mk.AutoencoderCV(heavy, model="vae")
     with pytest.raises(ValueError, match=r"call run\(\) before laplace_posterior\(\)"):
         laplace_posterior(unfitted)
     with pytest.raises(TypeError, match="AutoencoderCV"):
