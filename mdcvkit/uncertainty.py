@@ -20,13 +20,13 @@ import xarray as xr
 from MDAnalysis.coordinates.memory import MemoryReader
 from scipy.stats import norm
 
-from ._checks import check_number, is_int
+from ._checks import check_int, check_number, check_seed, is_int
 from ._params import get_params
 from .analysis import AutoencoderCV
 from .features import AlignedPositions, Positions
 from .generation import _subset_table, topology_universe
 from .models.laplace import fit_laplace
-from .models.vae import LOG_VAR_MAX, LOG_VAR_MIN
+from .physics.objective import draw
 from .training import Trainer, normalize_weights
 
 __all__ = ["Posterior", "LaplacePosterior", "DeepEnsemble", "laplace_posterior", "deep_ensemble",
@@ -98,10 +98,8 @@ class Posterior:
         raise NotImplementedError
 
     def _check_samples(self, n_samples):
-        if not is_int(n_samples) or n_samples < 2:
-            raise ValueError(f"n_samples={n_samples!r} must be an integer >= 2 (a credible interval needs at least "
-                             "two posterior draws); pass e.g. n_samples=100")
-        return int(n_samples)
+        return check_int(n_samples, "n_samples", 2, "a credible interval needs two posterior draws or more: pass "
+                                                    "e.g. n_samples=100")
 
     def _observable(self, observable, per_frame):
         """(name, units, function of decoded features -> values per structure) for ``observable``."""
@@ -173,16 +171,15 @@ class Posterior:
             returns the wrong shape or non-finite values.
         """
         n_samples = self._check_samples(n_samples)
-        if not is_int(n_structures) or n_structures < 2:
-            raise ValueError(f"n_structures={n_structures!r} must be an integer >= 2, e.g. 1000")
+        n_structures = check_int(n_structures, "n_structures", 2, "pass e.g. n_structures=1000")
         credible = check_number("credible", credible, strict=True, example="0.9")
         if not credible < 1:
             raise ValueError(f"credible={credible!r} must lie in (0, 1), e.g. 0.9")
         name, units, function = self._observable(observable, per_frame)
-        generator = torch.Generator().manual_seed(int(seed))
-        values = np.empty((n_samples, int(n_structures)))
+        generator = torch.Generator().manual_seed(check_seed(seed))
+        values = np.empty((n_samples, n_structures))
         for k, model in enumerate(self._draws(n_samples, generator)):
-            values[k] = _evaluate(function, _sample_features(model, int(n_structures), generator), name)
+            values[k] = _evaluate(function, _sample_features(model, n_structures, generator), name)
         return _summary(values, bins, credible, name, units, self.method)
 
 
@@ -190,10 +187,8 @@ def _sample_features(model, n, generator):
     """``n`` raw feature vectors x ~ p(x | z, θ), z ~ N(0, I), of a Gaussian-decoder model (numpy float64)."""
     with torch.no_grad():
         z = model.sample_prior(n, generator=generator)
-        mean = model.decoder(z)
-        log_var = model.decoder_log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
-        noise = torch.randn(mean.shape, generator=generator) * torch.exp(0.5 * log_var)
-        return model.normalization.inverse(mean + noise).double().numpy()
+        x, _ = draw(model, z, torch.randn(n, model.n_features, generator=generator))
+        return x.double().numpy()
 
 
 def _evaluate(function, features, name):
@@ -362,11 +357,10 @@ def deep_ensemble(cv, n_models=5):
     B. Lakshminarayanan, A. Pritzel, C. Blundell, "Simple and scalable predictive uncertainty estimation
     using deep ensembles", NeurIPS 2017.
     """
-    if not is_int(n_models) or n_models < 2:
-        raise ValueError(f"n_models={n_models!r} must be an integer >= 2, e.g. n_models=5")
+    n_models = check_int(n_models, "n_models", 2, "pass e.g. n_models=5")
     model, features, p = _training_frames(cv, "deep_ensemble")
     members = [model]
-    for k in range(1, int(n_models)):
+    for k in range(1, n_models):
         seed = cv.seed + k
         trainer = Trainer(**{**get_params(cv.trainer, exclude=("checkpoint",)), "seed": seed})
         torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import xarray as xr
 
 from .._checks import check_int, check_number, check_seed
 from ..models import VariationalAutoEncoder
-from ..training import Trainer
+from ..training import Trainer, normalize_weights
 from .objective import ReverseKLObjective, check_alpha, draw, effective_sample_size, kl_estimate, log_q_importance
 from .potentials import Potential
 
@@ -141,7 +141,7 @@ class PhysicsVAE:
             result = trainer.fit(model, features, weights=weights, objective=self._objective(beta_s))
             model = result.model
             histories.append(result.history.assign_coords(stage=("epoch", [stage] * result.history.sizes["epoch"])))
-            log_q, energy, log_jacobian = self._samples(model)
+            _, _, log_q, energy, log_jacobian = self._samples(model)
             stages.append((beta_s, result.history.sizes["epoch"], float(kl_estimate(log_q, energy, log_jacobian,
                                                                                     beta_s))))
             logger.info("stage %d: beta_s=%.4g, KL %.3g", stage, beta_s, stages[-1][2])
@@ -162,7 +162,7 @@ class PhysicsVAE:
         return self
 
     def _samples(self, model, n=None, seed=None):
-        """log q̂(x), U(x) and log J(x) of ``n`` samples of ``model`` (numpy, float64), and the samples."""
+        """Latent points z and samples x of ``model`` (torch), and log q̂(x), U(x), log J(x) (numpy, float64)."""
         generator = torch.Generator().manual_seed(self.seed + 1 if seed is None else seed)
         n = n or self.n_validation
         with torch.no_grad():
@@ -170,8 +170,7 @@ class PhysicsVAE:
             x, _ = draw(model, z, torch.randn(n, model.n_features, generator=generator))
             log_q = log_q_importance(model, x, self.n_importance, generator)
             energy, log_jacobian = self.potential.energy(x), self.potential.log_jacobian(x)
-        self._last = (z, x)
-        return tuple(t.double().numpy() for t in (log_q, energy, log_jacobian))
+        return z, x, *(t.double().numpy() for t in (log_q, energy, log_jacobian))
 
     def _next_beta(self, beta_s, log_q, energy, log_jacobian):
         """The largest β' in (β_s, β] whose estimated KL exceeds that at β_s by at most ``kl_threshold``."""
@@ -200,14 +199,12 @@ class PhysicsVAE:
         if not hasattr(self, "model_"):
             raise ValueError("this PhysicsVAE is not fitted yet; call fit() before sample()")
         check_int(n, "n", 2, "pass e.g. n=1000")
-        log_q, energy, log_jacobian = self._samples(self.model_, n, check_seed(seed))
-        z, x = self._last
+        z, x, log_q, energy, log_jacobian = self._samples(self.model_, n, check_seed(seed))
         log_w = -self.beta * energy + log_jacobian - log_q
-        weight = np.exp(log_w - log_w.max())
         return xr.Dataset(
             {"x": (("sample", "feature"), x.numpy()), "z": (("sample", "cv"), z.numpy()),
              "energy": ("sample", energy, {"units": "kJ/mol"}), "log_weight": ("sample", log_w),
-             "weight": ("sample", weight / weight.sum())},
+             "weight": ("sample", normalize_weights(n, log_weights=log_w))},
             coords={"sample": np.arange(n)}, attrs={"ess": effective_sample_size(log_w), "beta": self.beta})
 
     def transform(self, features):

@@ -21,6 +21,7 @@ import torch
 from scipy.special import logsumexp
 
 from .._checks import check_int, check_number
+from ..biasing.reweight import effective_sample_size as kish_effective_sample_size
 from ..models import VariationalAutoEncoder
 from ..models.losses import LOG_2PI, gaussian_nll
 from ..models.vae import LOG_VAR_MAX, LOG_VAR_MIN
@@ -113,9 +114,24 @@ def kl_estimate(log_q, energy, log_jacobian, beta):
 
 
 def effective_sample_size(log_weights):
-    """Kish's effective sample size (Σw)² / Σw² divided by the number of samples, in (0, 1]."""
-    log_weights = np.asarray(log_weights, dtype=float)
-    return float(np.exp(2 * logsumexp(log_weights) - logsumexp(2 * log_weights)) / len(log_weights))
+    """Kish's effective sample size (Σw)² / Σw² per sample: :func:`mdcvkit.biasing.effective_sample_size` / n.
+
+    Parameters
+    ----------
+    log_weights : array_like, shape (n,)
+        Natural logarithms of the importance weights, any normalisation.
+
+    Returns
+    -------
+    float
+        In (0, 1]; 1 for uniform weights.
+
+    Raises
+    ------
+    ValueError
+        When ``log_weights`` is empty, holds NaN or ``+inf``, or all weights are zero.
+    """
+    return kish_effective_sample_size(log_weights) / np.size(log_weights)
 
 
 class ReverseKLObjective:
@@ -158,11 +174,12 @@ class ReverseKLObjective:
         self.n_validation, self.n_importance, self.seed = int(n_validation), int(n_importance), int(seed)
 
     def _physics(self, model, z, noise):
+        """Per-sample L̃ terms -β U(x) + log J(x) + log r(z|x) - log q(x, z), the samples x and log p̃(x)."""
         x, log_q = draw(model, z, noise)
         mean, log_var = model.encoder_moments(x)
         log_r = -gaussian_nll(z, mean, log_var)
-        log_p, energy = log_target(self.potential, x, self.beta)
-        return log_p + log_r - log_q, x, energy
+        log_p, _ = log_target(self.potential, x, self.beta)
+        return log_p + log_r - log_q, x, log_p
 
     def loss(self, model, x, target):
         """Loss of one step, and its terms ``data`` and ``physics`` (each before the weights α, 1 - α)."""
@@ -188,8 +205,7 @@ class ReverseKLObjective:
         noise = torch.randn(self.n_validation, model.n_features, generator=generator).to(device)
         model.eval()
         with torch.no_grad():
-            bound, x, energy = self._physics(model, z, noise)
-            log_p = -self.beta * energy + self.potential.log_jacobian(x)
+            bound, x, log_p = self._physics(model, z, noise)
             log_w = (log_p - log_q_importance(model, x, self.n_importance, generator)).double().cpu().numpy()
         lower, upper = float(bound.mean()), float(log_w.mean())
         validation = (1 - self.alpha) * -lower + (self.alpha * data_loss if data_loss is not None else 0.0)

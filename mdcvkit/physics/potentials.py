@@ -108,6 +108,7 @@ def _evaluate(context, positions_nm):
     for k, frame in enumerate(positions_nm):
         context.setPositions(frame)
         state = context.getState(getEnergy=True, getForces=True)
+        # a State holds kJ/mol and kJ/mol/nm; value_in_unit would cost a fifth of this loop
         energies[k] = state.getPotentialEnergy()._value
         forces[k] = state.getForces(asNumpy=True)._value
     return energies, forces
@@ -181,6 +182,9 @@ class OpenMMPotential(Potential):
                 raise ValueError(f"frame={frame!r} must be 3 distinct atom indices in [0, {self.n_atoms}), e.g. "
                                  "the N, CA and C of one residue")
         self.frame = frame
+        # atoms in the order of the coordinates (o, a, b, the others), and the permutation back to atom order
+        self._others = [] if frame is None else [k for k in range(self.n_atoms) if k not in frame]
+        self._atom_order = None if frame is None else torch.as_tensor(np.argsort([*frame, *self._others]))
         self.platform = default_platform(self.n_atoms).getName() if platform is None else str(platform)
         check_int(n_workers, "n_workers", fix="pass e.g. n_workers=1")
         self.n_workers = int(n_workers)
@@ -224,13 +228,10 @@ class OpenMMPotential(Potential):
             raise ValueError(f"x has shape {tuple(x.shape)}; pass coordinates of shape (n, {self.n_features})")
         if self.frame is None:
             return x.reshape(len(x), self.n_atoms, 3)
-        o, a, b = self.frame
-        zero = x.new_zeros(len(x))
-        fixed = {o: torch.stack([zero, zero, zero], -1), a: torch.stack([x[:, 0], zero, zero], -1),
-                 b: torch.stack([x[:, 1], x[:, 2], zero], -1)}
-        rest = x[:, 3:].reshape(len(x), self.n_atoms - 3, 3)
-        others = iter(range(self.n_atoms - 3))
-        return torch.stack([fixed[k] if k in fixed else rest[:, next(others)] for k in range(self.n_atoms)], 1)
+        zero = x.new_zeros(len(x))  # o at the origin, a on the x axis, b in the xy plane
+        frame = torch.stack([zero, zero, zero, x[:, 0], zero, zero, x[:, 1], x[:, 2], zero], -1)
+        body = torch.cat([frame.reshape(len(x), 3, 3), x[:, 3:].reshape(len(x), self.n_atoms - 3, 3)], 1)
+        return body[:, self._atom_order]
 
     def features(self, positions):
         """Coordinates ``x`` (n, n_features) of positions (n, n_atoms, 3) in Å; the inverse of :meth:`positions`."""
@@ -239,9 +240,7 @@ class OpenMMPotential(Potential):
             raise ValueError(f"positions have shape {tuple(positions.shape)}; pass (n, {self.n_atoms}, 3) in Å")
         if self.frame is None:
             return positions.flatten(1)
-        o, a, b = self.frame
-        others = [k for k in range(self.n_atoms) if k not in self.frame]
-        body = frame_coordinates(positions, self.frame, [a, b, *others])
+        body = frame_coordinates(positions, self.frame, [*self.frame[1:], *self._others])
         return torch.cat([body[:, 0, :1], body[:, 1, :2], body[:, 2:].flatten(1)], dim=1)
 
     def log_jacobian(self, x):
