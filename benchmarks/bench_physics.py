@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import openmm
 import torch
-from _common import print_table
+from _common import print_table, timing_args
 
 import mdcvkit as mk
 from mdcvkit.physics import OpenMMPotential, PhysicsVAE, TorchPotential
@@ -60,12 +60,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000, help="configurations per timing")
     parser.add_argument("--epochs", type=int, default=10, help="reverse-KL epochs per timing")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="a smoke run (numbers mean nothing)")
-    args = parser.parse_args()
-    if args.quick:
-        args.n, args.epochs, args.repeats = 200, 2, 1
-    torch.set_num_threads(1)
+    args = timing_args(parser, quick={"n": 200, "epochs": 2, "repeats": 1})
     setup = mk.datasets.alanine_dipeptide_system("vacuum", constraints=False)
     rng = np.random.default_rng(0)
     positions = setup.positions[None] * 10.0 + rng.normal(0, 0.05, (args.n, 22, 3))

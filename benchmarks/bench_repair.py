@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import print_table  # noqa: E402
+from _common import print_table, timing_args  # noqa: E402
 
 import mdcvkit as mk  # noqa: E402
 
@@ -150,12 +150,8 @@ def main():
     parser.add_argument("--adk-frames", type=int, default=100)
     parser.add_argument("--ala2-baseline", type=int, default=100, help="frames minimised by OpenMM (alanine)")
     parser.add_argument("--adk-baseline", type=int, default=2, help="frames minimised by OpenMM (AdK)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smoke run: few frames, one repeat")
-    args = parser.parse_args()
-    if args.quick:
-        args.ala2_frames, args.adk_frames, args.ala2_baseline, args.adk_baseline, args.repeats = 500, 10, 10, 1, 1
-    torch.set_num_threads(1)
+    args = timing_args(parser, quick={"ala2_frames": 500, "adk_frames": 10, "ala2_baseline": 10, "adk_baseline": 1,
+                                      "repeats": 1})
     print(f"machine {platform.node()}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}, OpenMM {openmm.__version__}, MDAnalysis {mda.__version__}; "
           f"noise σ = {SIGMA} Å per coordinate")
