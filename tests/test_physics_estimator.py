@@ -7,7 +7,7 @@ mode weights and moments are exact by quadrature; the model learns it without an
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import trapezoid
+from scipy.integrate import quad, trapezoid
 
 from mdcvkit.physics import PhysicsVAE, TorchPotential
 from mdcvkit.systems import TiltedDoubleWell2D
@@ -30,6 +30,18 @@ def _exact_samples(n, seed):
     x1 = np.interp(rng.uniform(0, cdf[-1], n), cdf, density["x1"].values)
     x2 = rng.normal(0, 1 / np.sqrt(TOY.d * TOY.beta), n)
     return np.stack([x1, x2], axis=1)
+
+
+def test_the_oracle_mode_weights_and_saddle_match_adaptive_quadrature():
+    """The toy's saddle is a stationary point of V(x1), and its mode weights equal quad over the whole line."""
+    def v1(x1):
+        return TOY.a / 4 * x1 ** 4 - TOY.b / 2 * x1 ** 2 + TOY.c * x1
+
+    assert TOY.a * TOY.saddle ** 3 - TOY.b * TOY.saddle + TOY.c == pytest.approx(0.0, abs=1e-12)
+    assert v1(TOY.saddle) > max(v1(TOY.saddle - 0.1), v1(TOY.saddle + 0.1))  # a barrier top, not a well
+    left, right = (quad(lambda x: np.exp(-TOY.beta * v1(x)), *limits)[0]
+                   for limits in ((-np.inf, TOY.saddle), (TOY.saddle, np.inf)))
+    np.testing.assert_allclose(TOY.mode_weights(), [left / (left + right), right / (left + right)], atol=1e-4)
 
 
 @pytest.fixture(scope="module")
