@@ -387,18 +387,23 @@ class AutoencoderCV(AnalysisBase):
                 f"lag={self.lag} must be smaller than the longest trajectory ({max(self._lengths)} analysed "
                 "frames, after start/stop/step/frames); pass a smaller lag or run over more frames"
             )
-        torch.manual_seed(self.seed)
-        model = MODELS[self.model_name](features.shape[1], self.n_cv, hidden=self.hidden,
-                                        activation=self.activation,
-                                        scale_groups=self._featurizer.scale_groups, **self.model_kwargs)
         self.trainer._context = _features_fingerprint(self)  # a resumed checkpoint names these when they differ
-        fit = self.trainer.fit(model, features, weights=p, lengths=self._lengths, lag=self.lag)
+        fit = self._fit(features, p, self.seed, self.trainer)
         self.results.model = CollectiveVariable(self._featurizer, fit.model.cpu()).eval()
         self.results.loss = fit.history.assign_attrs(units="normalised features²")
         self.results.validation = fit.validation
         self.results.cv = self._cv_array(self._encode(features), self.frames, self.times, self._trajectory)
         if hasattr(fit.model, "cluster_probabilities"):
             self.results.clusters = self._clusters(features)
+
+    def _fit(self, features, p, seed, trainer):
+        """A fresh model of this estimator's settings, initialised from ``seed`` and fitted by ``trainer`` on
+        ``features`` with frame probabilities ``p`` (also the members of :func:`mdcvkit.uncertainty.deep_ensemble`)."""
+        torch.manual_seed(seed)
+        model = MODELS[self.model_name](features.shape[1], self.n_cv, hidden=self.hidden,
+                                        activation=self.activation,
+                                        scale_groups=self._featurizer.scale_groups, **self.model_kwargs)
+        return trainer.fit(model, features, weights=p, lengths=self._lengths, lag=self.lag)
 
     def _clusters(self, features, chunk=65536):
         """``results.clusters`` of a mixture model: hard and soft cluster assignment of each frame."""

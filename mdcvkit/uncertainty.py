@@ -12,7 +12,6 @@ mean and of its histogram as an xarray Dataset; :func:`mdcvkit.plot.predicted_di
 >>> ds = mk.uncertainty.laplace_posterior(cv).predict("rg", n_samples=100)                    # doctest: +SKIP
 """
 
-import copy
 
 import numpy as np
 import torch
@@ -363,7 +362,5 @@ def deep_ensemble(cv, n_models=5):
     for k in range(1, n_models):
         seed = cv.seed + k
         trainer = Trainer(**{**get_params(cv.trainer, exclude=("checkpoint",)), "seed": seed})
-        torch.manual_seed(seed)
-        untrained = type(model)(**copy.deepcopy(model.get_params()))
-        members.append(trainer.fit(untrained, features, weights=p, lengths=cv._lengths, lag=cv.lag).model.cpu())
+        members.append(cv._fit(features, p, seed, trainer).model.cpu())
     return DeepEnsemble(cv.results.model.featurizer, cv._atoms, members)

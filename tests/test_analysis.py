@@ -12,11 +12,6 @@ STEP = 4  # 25,000 of the 100,000 shipped frames keep the suite fast
 
 
 @pytest.fixture(scope="module")
-def ala2():
-    return mk.datasets.alanine_dipeptide()
-
-
-@pytest.fixture(scope="module")
 def fitted(ala2):
     heavy = ala2.select_atoms("not name H*")
     return mk.AutoencoderCV(heavy, n_cv=2, seed=0).run(step=STEP)
