@@ -20,12 +20,14 @@ from mdcvkit.biasing import Basin, Committor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from committor_cases import exact_committor  # noqa: E402  (the oracle shared with the tests)
 
+EDGE = 0.8  # nm: A is x1 <= -EDGE, B is x1 >= EDGE
+
 
 def main(seed, iterations, n_samples):
     toy = mk.systems.DoubleWell2D(barrier=2.0)
-    a, b = Basin(toy.cv("x1"), -5, -0.8), Basin(toy.cv("x1"), 0.8, 5)
-    q_exact, k_exact = exact_committor(toy.potential, toy.bounds, toy.beta, lambda x: x[:, 0] <= -0.8,
-                                       lambda x: x[:, 0] >= 0.8, n=201)
+    a, b = Basin(toy.cv("x1"), -5, -EDGE), Basin(toy.cv("x1"), EDGE, 5)
+    q_exact, k_exact = exact_committor(toy.potential, toy.bounds, toy.beta, lambda x: x[:, 0] <= -EDGE,
+                                       lambda x: x[:, 0] >= EDGE, n=201)
     start = time.perf_counter()
     loop = Committor(toy, state_a=a, state_b=b, starts=[toy.positions, -toy.positions], max_iterations=iterations,
                      sampling={"n_samples": n_samples}, seed=seed).run()

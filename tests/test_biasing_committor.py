@@ -50,8 +50,9 @@ def test_committor_matches_exact(fitted, exact):
     """RMSE of q against the exact committor on window frames with 0.1 < q_exact < 0.9 stays below 0.15.
 
     A guard against breakage, not the issue's target: with these short settings (60 frames per window,
-    3 iterations) it measured 0.063, and 0.11 after the Trainer changed under this work (objective hook);
-    the issue's 0.05 was met with 300 frames per window and 4 iterations (0.048, docs/findings/committor.md).
+    3 iterations, seed 0) it measures 0.060 (before the template's initial weights were seeded it ranged
+    0.06-0.12 from run to run); the issue's 0.05 was met with 300 frames per window and 4 iterations
+    (0.048, docs/findings/committor.md).
     """
     frames = fitted.results.frames
     q_exact = exact[0](frames["positions"].values[:, 0, :2] / 10.0)
@@ -62,20 +63,26 @@ def test_committor_matches_exact(fitted, exact):
 
 @pytest.fixture(scope="module")
 def rate(fitted):
-    return fitted.rate(n_bootstrap=5)
+    return fitted.rate(n_bootstrap=20)  # a 95% percentile interval needs more than a handful
 
 
 @pytest.mark.slow
 def test_rate_order_of_magnitude(rate, exact):
-    """The reactive-flux rate has the exact rate's order of magnitude, inside its bootstrap interval."""
+    """The reactive-flux rate has the exact rate's order of magnitude, inside its bootstrap interval.
+
+    A guard against breakage at seed 0 (2.5x the exact rate): with these short settings the rate spreads
+    0.4x to 7.6x the exact rate over seeds 0-3, more than its bootstrap interval, which holds the committor
+    fixed, says.
+    """
     k = float(rate["rate"])
     assert 1 / 5 <= k / exact[1] <= 5
     assert float(rate["low"]) <= k <= float(rate["high"])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="partial: the rate comes out 1.9x (300 frames per window) to 3.3x (these settings) the "
-                          "exact rate; the MBAR weights of the basins are off (docs/findings/committor.md)",
+@pytest.mark.xfail(reason="partial: the rate comes out 1.9x (300 frames per window) and 2.5x (these settings, "
+                          "seed 0; 0.4x to 7.6x over seeds 0-3) the exact rate; the MBAR weights of the basins are "
+                          "off (docs/findings/committor.md)",
                    strict=False)
 def test_rate_matches_exact(rate, exact):
     """The issue's target: the rate within a factor 1.3 of the exact rate."""
@@ -97,7 +104,7 @@ def test_transition_states_and_results(fitted):
     assert np.isclose(float(tse["weight"].sum()), 1.0)
     assert np.all(np.abs(tse["positions"].values[:, 0, 0] / 10.0) < A_EDGE)  # between the basins
     iterations = fitted.results.iterations
-    assert list(iterations["iteration"].values) == [0, 1, 2, 3]
+    assert list(iterations["iteration"].values) == list(range(fitted.max_iterations + 1))  # none converged early
     assert np.isclose(logsumexp(fitted.results.frames["log_weight"].values), 0.0)
     with pytest.raises(ValueError, match="transition-state ensemble is empty"):
         fitted.transition_states(0.5, 0.5 + 1e-9)
@@ -158,13 +165,17 @@ def test_unreached_basin(toy):
         loop.run()
 
 
-def test_state_file_resumes_and_refuses(toy, tmp_path):
+def test_state_file_resumes_and_refuses(toy, tmp_path, monkeypatch):
     path = tmp_path / "committor.pt"
     quick = {"max_iterations": 1, "sampling": {"n_samples": 10, "n_windows": 4}, "trainer": {"max_epochs": 5}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         first = _loop(toy, state_file=path, **quick).run()
-        again = _loop(toy, state_file=path, **quick).run()  # read back, nothing sampled
+        fresh = _loop(toy, **quick).run()  # the same seed gives the same committor
+        with monkeypatch.context() as patch:
+            patch.setattr(UmbrellaWindows, "sample", lambda *args, **kwargs: pytest.fail("resume sampled again"))
+            again = _loop(toy, state_file=path, **quick).run()  # read back, nothing sampled
     assert np.array_equal(first.results.frames["q"], again.results.frames["q"])
+    assert np.array_equal(first.results.frames["q"], fresh.results.frames["q"])
     with pytest.raises(ValueError, match="seed"):
         _loop(toy, state_file=path, seed=1, **quick).run()

@@ -17,7 +17,7 @@ import torch
 from MDAnalysis.analysis.base import Results
 
 from ..._checks import check_int, check_number, check_seed, openmm_seed
-from ..._io import as_path
+from ..._io import as_path, load_torch
 from ..._params import check_fingerprint, plain
 from ..._progress import progress_bar, resolve_verbose
 from ...analysis import CollectiveVariable
@@ -27,6 +27,7 @@ from ...training import Trainer
 from .._febilae import iteration_seed, module_fingerprint, openmm_fingerprint, save_state
 from ..bias import bias_integrator, check_particles, default_platform
 from ..eabf import MOLAR_GAS_CONSTANT, _temperature_kelvin
+from ..reweight import effective_sample_size
 from . import results as outputs
 from .model import IN_A, IN_B, NEITHER, CommittorModel, fit_committor
 from .sampling import UmbrellaWindows
@@ -35,8 +36,8 @@ __all__ = ["Committor"]
 
 logger = logging.getLogger(__name__)
 
-#: version of the state-file layout
-STATE_VERSION = 1
+#: version of the state-file layout (2: q of every model on every frame, ``data["q"]``)
+STATE_VERSION = 2
 #: Trainer settings of every fit of the committor (a dict passed as ``trainer`` is laid over them)
 TRAINER_DEFAULTS = {"max_epochs": 200, "patience": 20, "learning_rate": 3e-3, "batch_size": 512}
 
@@ -54,9 +55,8 @@ class _Engine:
     def integrator(self, seed, system=None, bias=None):
         if self.toy is not None and self.template is None:
             return self.toy.integrator(seed)
-        if self.template is None:
-            integrator = bias_integrator(system or self.system, bias, self.temperature) if bias is not None else \
-                openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
+        if self.template is None:  # LangevinMiddle, 1/ps, 2 fs (the bias, if any, every step)
+            integrator = bias_integrator(system or self.system, bias, self.temperature)
         else:
             integrator = openmm.XmlSerializer.clone(self.template)
         integrator.setRandomNumberSeed(openmm_seed(seed))
@@ -169,13 +169,14 @@ class Committor:
         if model is not None and not isinstance(model, Mapping):
             raise TypeError(f"model must be a dict of CommittorModel settings, not {type(model).__name__}")
         self.model = dict(model or {})
+        self.seed = check_seed(seed)
+        torch.manual_seed(self.seed)  # the template's initial weights, as AutoencoderCV seeds its model
         self._template = CommittorModel(self.featurizer.n_features, **self.model,
                                         scale_groups=getattr(self.featurizer, "scale_groups", None))
         self.trainer = {**TRAINER_DEFAULTS, **(trainer or {})}
         self.max_iterations = check_int(max_iterations, "max_iterations", 1)
         self.tolerance = check_number("tolerance", tolerance, strict=True, example="0.02")
         self.state_file = None if state_file is None else as_path(state_file, "state_file")
-        self.seed = check_seed(seed)
         resolve_verbose(verbose)  # checks its type
         self.verbose = verbose
         self.engine = _Engine(self.toy, self.system, self.particles, self.temperature, integrator, state_a, state_b)
@@ -201,14 +202,25 @@ class Committor:
             return model.encode(torch.as_tensor(features, dtype=torch.float32))[:, 0].double().numpy()
 
     def _add(self, state, samples, iteration):
+        """Append a sample's frames to ``state["data"]``, with q of every model so far on them."""
         data = state["data"]
-        new = {"positions": samples["positions"], "features": self._features(samples["positions"]),
+        features = self._features(samples["positions"])
+        q = np.empty((len(features), len(state["models"])))
+        for k, model in enumerate(state["models"]):
+            q[:, k] = self._q(model, features)
+        new = {"positions": samples["positions"], "features": features, "q": q,
                "lagged": self._features(samples["lagged"]), "labels": self.engine.labels(samples["positions"]),
                "lagged_labels": self.engine.labels(samples["lagged"]),
                "state": samples["window"] + len(state["states"]) if iteration else -np.ones_like(samples["window"]),
                "iteration": np.full(len(samples["window"]), iteration)}  # fmt: skip
         for key, value in new.items():
             data[key] = value if key not in data else np.concatenate([data[key], value])
+
+    def _add_model(self, state, model):
+        """Append ``model`` to ``state["models"]``, and its q on every frame to ``state["data"]["q"]``."""
+        data = state["data"]
+        data["q"] = np.column_stack([data["q"], self._q(model, data["features"])])
+        state["models"].append(model)
 
     def _fit(self, state, mask, log_w, seed):
         d = state["data"]
@@ -217,21 +229,17 @@ class Committor:
         return fit_committor(start, d["features"][mask], d["lagged"][mask], d["labels"][mask],
                              d["lagged_labels"][mask], log_w, trainer)
 
-    def _reduced(self, state, mask):
-        """β w_k(x_n) of every window state k and window frame n."""
-        features = state["data"]["features"][mask]
-        q = {}
-        rows = []
-        for iteration, target, kappa in state["states"]:
-            if iteration not in q:
-                q[iteration] = self._q(state["models"][iteration - 1], features)
-            rows.append(0.5 * kappa * (q[iteration] - target) ** 2 / self.engine.kT)
-        return np.array(rows)
+    def _reduced(self, state):
+        """β w_k(x_n) of every window state k and window frame n (iterations >= 1), shape (n_states, n_frames)."""
+        data = state["data"]
+        iteration, target, kappa = np.array(state["states"]).T
+        q = data["q"][data["iteration"] > 0][:, iteration.astype(int) - 1].T  # q of the model each state biased
+        return 0.5 * kappa[:, None] * (q - target[:, None]) ** 2 / self.engine.kT
 
-    def _starts(self, state, model, targets, seed):
-        """For each target, a frame (nm) whose q is among the three nearest to it."""
+    def _starts(self, state, targets, seed):
+        """For each target, a frame (nm) whose q under the last model is among the three nearest to it."""
         d = state["data"]
-        q = self._q(model, d["features"])
+        q = d["q"][:, -1]
         rng = np.random.default_rng(seed)
         return [d["positions"][rng.choice(np.argsort(np.abs(q - t))[:3])].astype(float) for t in targets]
 
@@ -248,11 +256,7 @@ class Committor:
         })  # fmt: skip
 
     def _load(self):
-        try:
-            state = torch.load(self.state_file, weights_only=False)
-        except Exception as err:  # torch raises several kinds for truncated or foreign files
-            raise ValueError(f"state_file={str(self.state_file)!r} is not a Committor state ({type(err).__name__}); "
-                             "pass another path or delete it") from err  # fmt: skip
+        state = load_torch(self.state_file, "a Committor state file", "state_file", weights_only=False)
         if not isinstance(state, dict) or state.get("kind") != "mdcvkit.Committor" \
                 or state.get("version") != STATE_VERSION:
             raise ValueError(f"state_file={str(self.state_file)!r} is not a Committor state of layout {STATE_VERSION}; "
@@ -283,15 +287,15 @@ class Committor:
                      "overlap": None, "free_energies": None}  # fmt: skip
         first = len(state["records"])
         bar = progress_bar(range(first, self.max_iterations + 1), verbose=self.verbose, desc="committor",
-                   unit="iteration", initial=first, total=self.max_iterations + 1)
+                           unit="iteration", initial=first, total=self.max_iterations + 1)
         for i in bar:
             if i > 1 and state["records"][-1]["rms_change"] < self.tolerance:
                 break
             self._iteration(state, i, iteration_seed(self.seed, i))
-            if not bar.disable:
-                bar.set_postfix(rms_change=f"{state['records'][-1]['rms_change']:.3g}")
+            bar.set_postfix(rms_change=f"{state['records'][-1]['rms_change']:.3g}")
             if self.state_file is not None:
                 save_state(self.state_file, state)
+        self._state = state
         outputs.conclude(self, state)
         return self
 
@@ -299,17 +303,15 @@ class Committor:
         s = self.sampling
         clock = [time.perf_counter()]
         if i == 0:
-            samples = s.sample(self.engine, self._cv(self._template), np.zeros(len(self.starts)), self.starts, seed,
-                               kappa=0.0)
+            samples = s.sample(self.engine, None, np.zeros(len(self.starts)), self.starts, seed, kappa=0.0)
             self._add(state, samples, 0)
             clock.append(time.perf_counter())
             mask = state["data"]["iteration"] == 0
             log_w = np.zeros(int(mask.sum()))
         else:
-            previous = state["models"][-1]
             targets = np.sort(np.concatenate([s.targets(), state["extra"]]))
-            samples = s.sample(self.engine, self._cv(previous), targets,
-                               self._starts(state, previous, targets, seed), seed)
+            samples = s.sample(self.engine, self._cv(state["models"][-1]), targets, self._starts(state, targets, seed),
+                               seed)
             self._add(state, samples, i)
             clock.append(time.perf_counter())
             state["states"] += [(i, float(t), samples["kappa"]) for t in targets]
@@ -317,7 +319,7 @@ class Committor:
             n_states, known = len(state["states"]), state["free_energies"]
             initial = None if known is None else np.concatenate([known, np.zeros(n_states - len(known))])
             counts = np.bincount(state["data"]["state"][mask], minlength=n_states)
-            log_w, state["free_energies"], overlap = s.log_weights(self._reduced(state, mask), counts, initial)
+            log_w, state["free_energies"], overlap = s.log_weights(self._reduced(state), counts, initial)
             state["log_w"] = log_w
             now = slice(len(state["states"]) - len(targets), None)
             state["overlap"] = overlap[now, now]
@@ -330,19 +332,17 @@ class Committor:
         clock.append(time.perf_counter())
         model, history = self._fit(state, mask, log_w, seed)
         clock.append(time.perf_counter())
+        self._add_model(state, model)
         now = state["data"]["iteration"] == i
-        features = state["data"]["features"][now]
-        change = np.sqrt(np.mean((self._q(model, features) - self._q(state["models"][-1], features)) ** 2)) \
-            if state["models"] else np.inf  # fmt: skip
-        w = np.exp(log_w)
+        q = state["data"]["q"][now]
+        change = np.sqrt(np.mean((q[:, -1] - q[:, -2]) ** 2)) if i > 0 else np.inf
         state["records"].append({
             "n_frames": int(mask.sum()), "n_windows": int(len(np.unique(state["data"]["state"][now]))),
-            "rms_change": float(change), "ess": float(w.sum() ** 2 / (w ** 2).sum()),
+            "rms_change": float(change), "ess": effective_sample_size(log_w),
             "min_overlap": float(np.min(np.diag(state["overlap"], 1))) if i > 0 and len(state["overlap"]) > 1
             else np.nan, "loss": float(history["validation"].min()),
             **{f"time_{k}": b - a
                for k, a, b in zip(("sampling", "mbar", "training"), clock[:-1], clock[1:], strict=True)}})
-        state["models"].append(model)
         logger.info("iteration %d: %d frames, RMS change of q %.4f", i, mask.sum(), change)
 
     # --- outputs -----------------------------------------------------------------------------------------

@@ -30,9 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._checks import check_int, check_number
 from ..._params import get_params
 from ...models import ACTIVATIONS, FeedForward, Normalization
-from ...models.base import check_hidden
+from ...models.base import BaseAutoencoder, check_hidden
+from ...training import normalize_weights
 
 __all__ = ["CommittorModel", "fit_committor"]
 
@@ -66,17 +68,13 @@ class CommittorModel(nn.Module):
 
     def __init__(self, n_features, hidden=(32, 32), activation="tanh", boundary_weight=1.0, scale_groups=None):
         super().__init__()
-        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
-            raise ValueError(f"n_features={n_features!r} must be a positive integer (the featurizer's n_features)")
+        self.n_features = check_int(n_features, "n_features", fix="pass the featurizer's n_features")
         if activation not in ACTIVATIONS or activation is None:
             raise ValueError(f"activation={activation!r} is not known; use one of "
                              f"{[a for a in ACTIVATIONS if a is not None]}")
-        if not np.isfinite(boundary_weight) or boundary_weight <= 0:
-            raise ValueError(f"boundary_weight={boundary_weight!r} must be a positive number, e.g. 1.0")
-        self.n_features = int(n_features)
         self.hidden = check_hidden(hidden)
         self.activation = activation
-        self.boundary_weight = float(boundary_weight)
+        self.boundary_weight = check_number("boundary_weight", boundary_weight, strict=True, example="1.0")
         self.normalization = Normalization(self.n_features, scale_groups)
         self.scale_groups = None if scale_groups is None else self.normalization.groups.tolist()
         self.encoder = nn.Sequential(FeedForward([self.n_features, *self.hidden, 1], activation), nn.Sigmoid())
@@ -113,8 +111,6 @@ class _PairColumns(nn.Module):
 class _PairLoss(nn.Module):
     """What the Trainer trains: a :class:`CommittorModel` seen through rows ``[features, label, weight]``."""
 
-    time_lagged = True
-
     def __init__(self, committor):
         super().__init__()
         self.committor = committor
@@ -131,11 +127,7 @@ class _PairLoss(nn.Module):
                        for q, label in ((q0, label0), (qt, label_t)))
         return {"variational": variational, "boundary": self.committor.boundary_weight * boundary}
 
-    def loss(self, x, target=None, weights=None):
-        terms = self.loss_terms(x, x if target is None else target)
-        means = {name: value.mean() if weights is None else (weights * value).sum() / weights.sum()
-                 for name, value in terms.items()}
-        return sum(means.values()), {name: value.detach() for name, value in means.items()}
+    loss = BaseAutoencoder.loss  # each term's weighted mean over the batch, as for every model the Trainer fits
 
 
 def fit_committor(model, features, lagged_features, labels, lagged_labels, log_weights, trainer):
@@ -160,11 +152,11 @@ def fit_committor(model, features, lagged_features, labels, lagged_labels, log_w
     history : xarray.Dataset
         The Trainer's loss history (terms ``train_variational`` and ``train_boundary``).
     """
-    weights = np.exp(log_weights - np.max(log_weights))
-    weights = weights * len(weights) / weights.sum()  # mean 1: the variational term keeps its scale
-    rows = np.empty((2 * len(features), model.n_features + 2))
+    n_pairs = len(features)
+    weights = normalize_weights(n_pairs, log_weights=log_weights) * n_pairs  # mean 1: the loss keeps its scale
+    rows = np.empty((2 * n_pairs, model.n_features + 2))
     rows[0::2, :-2], rows[1::2, :-2] = features, lagged_features
     rows[0::2, -2], rows[1::2, -2] = labels, lagged_labels
     rows[0::2, -1] = rows[1::2, -1] = weights
-    result = trainer.fit(_PairLoss(model), rows, lengths=[2] * len(features), lag=1)
+    result = trainer.fit(_PairLoss(model), rows, lengths=[2] * n_pairs, lag=1)
     return result.model.committor.eval(), result.history

@@ -37,12 +37,11 @@ def conclude(loop, state):
         {k: ("iteration", [rec[k] for rec in records], {"long_name": n, "units": u}) for k, (n, u) in names.items()},
         coords={"iteration": np.arange(len(records))}, attrs={"long_name": "committor iterations"})
     mask = d["iteration"] > 0
-    loop._mask = mask
     if not np.any(mask):  # only the unbiased iteration ran
         r.frames = r.windows = r.overlap = None
         return
     states = np.array(state["states"], dtype=float)
-    q = loop._q(state["models"][-1], d["features"][mask])
+    q = d["q"][mask, -1]
     r.frames = xr.Dataset(
         {"q": ("frame", q, {"long_name": "committor", "units": "1"}),
          "log_weight": ("frame", state["log_w"], {"long_name": "MBAR log weight", "units": "1"}),
@@ -57,7 +56,6 @@ def conclude(loop, state):
          "free_energy": ("state", state["free_energies"], {"long_name": "MBAR free energy", "units": "kT"})},
         attrs={"long_name": "umbrella windows"})  # fmt: skip
     r.overlap = state["overlap"]
-    loop._state = state
 
 
 def _check_fitted(loop, call):
@@ -94,14 +92,14 @@ def rate(loop, n_bootstrap, confidence, seed):
     q = np.where(label == NEITHER, frames["q"].values, (label == IN_B).astype(float))
     log_w = frames["log_weight"].values
     k, flux = _rate(terms, q, log_w)
-    state, mask = loop._state, loop._mask
-    reduced = loop._reduced(state, mask)
-    windows = state["data"]["state"][mask]
+    state = loop._state
+    reduced = loop._reduced(state)
+    windows = state["data"]["state"][state["data"]["iteration"] > 0]
+    groups = [np.flatnonzero(windows == window) for window in np.unique(windows)]
     rng = np.random.default_rng(seed)
     samples = []
-    for _ in range(n_bootstrap):
-        pick = np.concatenate([rng.choice(np.flatnonzero(windows == k), np.sum(windows == k))
-                               for k in np.unique(windows)])
+    for _ in range(n_bootstrap):  # frames resampled within each window
+        pick = np.concatenate([rng.choice(group, len(group)) for group in groups])
         counts = np.bincount(windows[pick], minlength=len(reduced))
         log_b, _, _ = loop.sampling.log_weights(reduced[:, pick], counts, state["free_energies"])
         samples.append(_rate(terms[pick], q[pick], log_b)[0])

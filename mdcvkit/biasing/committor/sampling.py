@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import openmm
+import torch
 from scipy.special import logsumexp
 
 from ..._checks import check_int, check_number, openmm_seed
@@ -54,8 +55,6 @@ class Basin:
         self.component = check_int(component, "component", 0)
 
     def __call__(self, positions):
-        import torch
-
         with torch.no_grad():
             values = self.cv(torch.as_tensor(np.asarray(positions), dtype=torch.float32))
         values = np.asarray(values, dtype=float).reshape(len(positions), -1)[:, self.component]
@@ -124,15 +123,15 @@ class UmbrellaWindows:
         ----------
         engine : object
             The loop's simulation engine (system, particles, integrators, basins).
-        cv : CollectiveVariable
-            The current committor, positions (Å) -> q.
+        cv : CollectiveVariable or None
+            The current committor, positions (Å) -> q; None with ``kappa=0``.
         targets : array_like of float
             Window centres in [0, 1].
         starts : sequence of numpy.ndarray
             Start positions (nm) of each window, all particles.
         seed : int
         kappa : float, optional
-            κ in kJ/mol instead of :meth:`force_constant` (0 samples without bias).
+            κ in kJ/mol instead of :meth:`force_constant` (0 samples without bias: no force is added).
 
         Returns
         -------
@@ -144,14 +143,17 @@ class UmbrellaWindows:
         if targets.ndim != 1 or targets.size == 0 or np.any((targets < 0) | (targets > 1)):
             raise ValueError(f"window targets {np.round(targets, 4).tolist()} must lie in [0, 1]; q is a probability")
         kappa = self.force_constant(engine.kT) if kappa is None else float(kappa)
-        system = openmm.XmlSerializer.clone(engine.system)
-        bias = add_cv_bias(system, cv, UMBRELLA, starts[0], particles=engine.particles, route=self.route,
-                           parameters={"kappa": kappa, "target": float(targets[0])}, name="committor umbrella")
+        system, bias = engine.system, None
+        if kappa:
+            system = openmm.XmlSerializer.clone(engine.system)
+            bias = add_cv_bias(system, cv, UMBRELLA, starts[0], particles=engine.particles, route=self.route,
+                               parameters={"kappa": kappa, "target": float(targets[0])}, name="committor umbrella")
         biased = engine.context(system, engine.integrator(seed, system, bias))
         free = engine.context(engine.system, engine.integrator(seed + 1))
         positions, lagged, window = [], [], []
         for k, (target, start) in enumerate(zip(targets, starts, strict=True)):
-            biased.setParameter("target", float(target))
+            if bias is not None:
+                biased.setParameter("target", float(target))
             biased.setPositions(start)
             biased.setVelocitiesToTemperature(engine.temperature, openmm_seed(seed + k))
             biased.getIntegrator().step(self.n_equilibration)
