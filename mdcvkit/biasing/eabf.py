@@ -17,7 +17,6 @@ H. Fu, X. Shao, C. Chipot, W. Cai, J. Chem. Theory Comput. 12, 3506 (2016) (eABF
 A. Lesage, T. Lelièvre, G. Stoltz, J. Hénin, J. Phys. Chem. B 121, 3676 (2017) (CZAR).
 """
 
-import json
 import logging
 import math
 import warnings
@@ -26,19 +25,15 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 import torch
-import xarray as xr
-from MDAnalysis.analysis.base import Results
 from scipy.interpolate import RegularGridInterpolator
 
-from .._checks import check_int, openmm_seed
-from .._io import as_path, atomic_path
-from .._params import check_fingerprint, data_digest, plain
+from .._checks import check_int
 from .._progress import progress_bar, resolve_verbose
-from ..export.openmm import NM_TO_ANGSTROM, _float64, collective_variables, evaluate_cv, module_dtype, positions_nm
-from .bias import _free_group, check_particles, default_platform
+from ..export.openmm import NM_TO_ANGSTROM, collective_variables, module_dtype
+from ._sampler import GridSampler
+from .bias import _free_group
 from .czar import CZARAccumulator, integrate_gradient, to_dataset
 from .extended import coupling_force, extended_system, lambda_restraint, table_arguments
-from .grid import Grid
 
 __all__ = ["ExtendedABF", "MOLAR_GAS_CONSTANT"]
 
@@ -78,7 +73,7 @@ def _temperature_kelvin(temperature):
     return temperature
 
 
-class ExtendedABF:
+class ExtendedABF(GridSampler):
     """Extended ABF on a CV module, with the CZAR free-energy estimator.
 
     Parameters
@@ -158,6 +153,10 @@ class ExtendedABF:
     >>> eabf.results.pmf                                                   # doctest: +SKIP
     """
 
+    _method = "eABF"
+    _n_cv_limit = "ExtendedABF supports 1 or 2"
+    _series = ("xi", "lam", "bias")
+
     def __init__(
         self,
         system,
@@ -182,31 +181,8 @@ class ExtendedABF:
         bias_stride=1,
         progress=None,
     ):
-        positions = positions_nm(positions)
-        self.particles = check_particles(system, cv, particles, positions)
-        xi0 = evaluate_cv(cv, positions[self.particles] * NM_TO_ANGSTROM)[0]
+        positions, xi0 = self._set_up(system, positions, cv, grid, particles)
         n_cv = xi0.size
-        if n_cv not in (1, 2):
-            raise ValueError(
-                f"the CV has n_cv={n_cv} components; ExtendedABF supports 1 or 2, select components"
-            )
-        names = getattr(cv, "names", None)
-        self.grid = Grid.create(grid, names=names if names is not None and len(names) == n_cv else None)
-        if self.grid.n_dim != n_cv:
-            raise ValueError(
-                f"grid has {self.grid.n_dim} component(s) but the CV has n_cv={n_cv}; pass one per CV"
-            )
-        if n_cv == 2 and self.grid.periodic[0] != self.grid.periodic[1]:
-            raise ValueError(
-                f"grid periodic={self.grid.periodic.tolist()}: a 2-D eABF grid must be periodic in both "
-                f"components or in neither (OpenMM's 2-D tables are); make both periodic or neither"
-            )
-        if not self.grid.contains(xi0[None])[0]:
-            raise ValueError(
-                f"grid {self.grid} does not contain the starting CV value {xi0.tolist()}; "
-                f"widen the grid or start "
-                f"from positions inside it"
-            )
         self.kappa = _check_kappa(kappa, n_cv)
         self.temperature = _temperature_kelvin(temperature)
         self.kT = MOLAR_GAS_CONSTANT * self.temperature
@@ -233,7 +209,6 @@ class ExtendedABF:
             raise ValueError(
                 f"time_constant={time_constant!r} must be a positive number of ps; pass e.g. 0.2"
             )
-        self.cv = cv
         self.full_samples = int(full_samples)
         self.update_frequency = int(update_frequency)
         self.sample_frequency = int(sample_frequency)
@@ -254,28 +229,20 @@ class ExtendedABF:
         if not np.isfinite(self.lambda_mass) or self.lambda_mass <= 0:
             raise ValueError(f"lambda_mass={lambda_mass!r} must be a positive mass in amu")
 
-        self._system_size = system.getNumParticles()
-        self._system_digest = data_digest(np.frombuffer(openmm.XmlSerializer.serialize(system).encode(), np.uint8))
         self.system, self._park = extended_system(system, self.lambda_mass)
         self.lambda_index = self.system.getNumParticles() - 1
         self._add_coupling(route)
-        self.integrator = self._integrator(integrator)
-        platform = default_platform(self.system.getNumParticles()) if platform is None else (
-            openmm.Platform.getPlatformByName(platform))  # fmt: skip
-        self.context = openmm.Context(self.system, self.integrator, platform)
+        self.integrator = self._integrator(integrator, self.coupling)
+        self.context = openmm.Context(self.system, self.integrator, self._platform(platform))
         extended = np.vstack([positions, np.zeros((1, 3))])
         extended[-1, :n_cv] = xi0
         extended[-1, 2] = self._park
-        self.context.setPositions(extended)
-        self.context.setVelocitiesToTemperature(self.temperature, openmm_seed(seed))
+        self._start(extended)
 
         n_bins = int(np.prod(self.grid.shape))
         self.abf_counts = np.zeros(n_bins, dtype=np.int64)
         self.abf_sum = np.zeros((n_bins, n_cv))
         self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
-        self._samples = {"time": [], "xi": [], "lam": [], "bias": [], "positions": []}
-        self.n_steps = 0
-        self.results = Results()
 
     @classmethod
     def for_toy(cls, toy, cv="x1", grid=None, kappa=None, **kwargs):
@@ -298,12 +265,10 @@ class ExtendedABF:
         -------
         ExtendedABF
         """
-        module = toy.cv(cv) if isinstance(cv, (str, tuple)) else cv
         if kappa is None:
             kappa = toy.kT / 0.1**2
         kwargs.setdefault("lambda_mass", toy.mass)
-        kwargs.setdefault("integrator", toy.integrator(kwargs.get("seed", 0)))
-        return cls(toy.system, toy.positions, module, grid, kappa, toy.temperature, **kwargs)
+        return cls(toy.system, toy.positions, cls._toy_cv(toy, cv, kwargs), grid, kappa, toy.temperature, **kwargs)
 
     # --- building ----------------------------------------------------------------------------------------
     def _add_coupling(self, route):
@@ -316,27 +281,9 @@ class ExtendedABF:
         self.system.addForce(self.coupling)
         self.system.addForce(lambda_restraint(n_cv, float(np.max(self.kappa)), self.lambda_index, self._park))
 
-    def _integrator(self, integrator):
-        if integrator is None:
-            integrator = openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
-        else:
-            integrator = openmm.XmlSerializer.clone(integrator)
-        self.timestep = integrator.getStepSize().value_in_unit(unit.picosecond)  # of the fast forces
-        if self.bias_stride > 1:
-            if not isinstance(integrator, (openmm.LangevinMiddleIntegrator, openmm.LangevinIntegrator)):
-                raise ValueError(
-                    f"bias_stride={self.bias_stride} needs a Langevin integrator (multiple time stepping is "
-                    f"MTSLangevinIntegrator), not {type(integrator).__name__}; pass bias_stride=1 or a "
-                    f"LangevinMiddleIntegrator"
-                )
-            slow = self.coupling.getForceGroup()
-            fast = sorted({f.getForceGroup() for f in self.system.getForces()} - {slow})
-            integrator = openmm.MTSLangevinIntegrator(
-                integrator.getTemperature().value_in_unit(unit.kelvin),
-                integrator.getFriction().value_in_unit(unit.picosecond**-1), self.timestep * self.bias_stride,
-                [(slow, 1)] + [(g, self.bias_stride) for g in fast])  # fmt: skip
-        if hasattr(integrator, "setRandomNumberSeed"):
-            integrator.setRandomNumberSeed(openmm_seed(self.seed))
+    def _integrator(self, integrator, bias):
+        """The shared integrator set-up, then checks that the estimators and λ's dynamics need."""
+        integrator = super()._integrator(integrator, bias)
         if hasattr(integrator, "getTemperature"):
             t = integrator.getTemperature().value_in_unit(unit.kelvin)
             if abs(t - self.temperature) > 1e-6 * self.temperature:
@@ -420,8 +367,6 @@ class ExtendedABF:
     # --- running ------------------------------------------------------------------------------------------
     def evaluate(self, positions_nm):
         """CV of positions of the CV atoms ``(n_frames, n_atoms, 3)`` in nm, batched, as float64."""
-        if not hasattr(self, "_cv64"):
-            self._cv64 = _float64(self.cv)
         x = np.asarray(positions_nm) * NM_TO_ANGSTROM
         with torch.no_grad():
             out = self._cv64(torch.as_tensor(x, dtype=module_dtype(self._cv64)))
@@ -455,53 +400,34 @@ class ExtendedABF:
             frames, lams = [], []
             for _ in range(chunk // self.sample_frequency):
                 self._advance(self.sample_frequency)
-                # a State holds positions in nm; skipping the unit conversion halves the sampling cost
-                pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+                pos = self._positions()
                 frames.append(pos[self.particles])
                 lams.append(pos[self.lambda_index, :n_dim])
-            leftover = chunk % self.sample_frequency
-            if leftover:
-                self._advance(leftover)
-            self.n_steps += chunk
-            done += chunk
             if frames:
-                self._accumulate(np.asarray(frames), np.asarray(lams), chunk)
+                self._accumulate(np.asarray(frames), np.asarray(lams))
+            if chunk % self.sample_frequency:
+                self._advance(chunk % self.sample_frequency)
+            done += chunk
             self._refresh_bias()
             bar.update(chunk)
         bar.close()
         self._conclude()
         return self
 
-    def _advance(self, n_steps):
-        try:
-            self.integrator.step(n_steps // self.bias_stride)  # an MTS step is bias_stride steps
-        except (openmm.OpenMMException, FloatingPointError):
-            positions = self.context.getState(getPositions=True).getPositions(asNumpy=True)._value
-            if np.all(np.isfinite(positions)):
-                raise
-            raise FloatingPointError(
-                f"eABF blew up within {n_steps} steps after step {self.n_steps}: the positions became "
-                f"non-finite. Lower the time step ({1000 * self.timestep:g} fs), bias_stride "
-                f"({self.bias_stride}) or kappa ({self.kappa.tolist()}); a CV on "
-                f"Kabsch-aligned coordinates has no bounded gradient where the best rotation onto its reference "
-                f"is not unique (see mdcvkit.features.AlignedPositions)"
-            ) from None
+    def _step(self, n_steps):
+        self.integrator.step(n_steps)
 
-    def _accumulate(self, frames, lam, chunk):
+    def _blow_up_hint(self):
+        return f"kappa ({self.kappa.tolist()})"
+
+    def _accumulate(self, frames, lam):
+        """Samples of the CV atoms' positions (nm) and λ, the last taken now, into the samples, ABF and CZAR."""
         xi = self.evaluate(frames)
         if not np.all(np.isfinite(xi)):
             raise FloatingPointError(
                 f"the CV became non-finite at step {self.n_steps}; lower the time step or kappa"
             )
-        dt = self.timestep
-        first = self.n_steps - chunk + self.sample_frequency
-        times = dt * np.arange(first, first + self.sample_frequency * len(xi), self.sample_frequency)
-        self._samples["time"].append(times)
-        self._samples["xi"].append(xi)
-        self._samples["lam"].append(lam)
-        self._samples["bias"].append(self._bias_energy(xi, lam))
-        if self.store_positions:
-            self._samples["positions"].append(frames * NM_TO_ANGSTROM)
+        self._record(frames, xi=xi, lam=lam, bias=self._bias_energy(xi, lam))
         flat = self.grid.index(lam)
         keep = flat >= 0
         force = self.kappa * self.grid.wrap(lam[keep] - xi[keep])
@@ -516,76 +442,21 @@ class ExtendedABF:
         self.results.pmf = estimate["pmf"]
         self.results.czar_gradient = estimate["gradient"]
         self.results.counts = estimate["counts"]
-        coords = {
-            n: (n, grid.centers(d), {"long_name": n, "units": "CV units"}) for d, n in enumerate(grid.names)
-        }
-        dims = tuple(grid.names)
         edges = self._abf_free_energy_edges()
         centers = RegularGridInterpolator([grid.edges(d) for d in range(grid.n_dim)], edges)(
             np.stack(np.meshgrid(*[grid.centers(d) for d in range(grid.n_dim)], indexing="ij"), axis=-1)
         )
-        self.results.abf_bias = xr.DataArray(
-            -centers, dims=dims, coords=coords, attrs={"long_name": "ABF bias on lambda", "units": "kJ/mol"}
-        )
-        self.results.abf_counts = xr.DataArray(
-            self.abf_counts.reshape(grid.shape),
-            dims=dims,
-            coords=coords,
-            attrs={"long_name": "samples of lambda per bin", "units": "1"},
-        )
+        self.results.abf_bias = self._grid_array(-centers, "ABF bias on lambda")
+        self.results.abf_counts = self._grid_array(self.abf_counts.reshape(grid.shape), "samples of lambda per bin",
+                                                   "1")
         self.results.samples = self._samples_dataset()
 
-    def _samples_dataset(self):
-        s = self._samples
-        n_dim = self.grid.n_dim
-        time = np.concatenate(s["time"]) if s["time"] else np.zeros(0)
-        xi = np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim))
-        lam = np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim))
-        bias = np.concatenate(s["bias"]) if s["bias"] else np.zeros(0)
-        data = {
-            "xi": (("sample", "cv"), xi, {"long_name": "collective variable", "units": "CV units"}),
-            "lam": (("sample", "cv"), lam, {"long_name": "extended variable lambda", "units": "CV units"}),
-            "bias": (("sample",), bias, {"long_name": "eABF bias energy", "units": "kJ/mol"}),
-        }
-        if self.store_positions and s["positions"]:
-            data["positions"] = (
-                ("sample", "atom", "spatial"),
-                np.concatenate(s["positions"]),
-                {"long_name": "positions of the CV atoms", "units": "Å"},
-            )
-        return xr.Dataset(
-            data,
-            coords={
-                "sample": np.arange(len(time)),
-                "time": ("sample", time, {"units": "ps"}),
-                "cv": self.grid.names,
-            },
-            attrs={"long_name": "eABF samples", "time_units": "ps"},
-        )
-
     # --- restart --------------------------------------------------------------------------------------------
-    def _fingerprint(self):
-        """Everything that determines the run: sampler settings, the CV, the System, the integrator."""
-        cv = self.cv
-        state = cv.state_dict() if isinstance(cv, torch.nn.Module) else {}
-        featurizer = getattr(cv, "featurizer", None)
-        integrator = self.integrator
-        return {
-            "sampler": {"grid": self.grid.to_dict(), "kappa": plain(self.kappa), "temperature": self.temperature,
-                        "lambda_mass": self.lambda_mass, "full_samples": self.full_samples,
-                        "update_frequency": self.update_frequency, "sample_frequency": self.sample_frequency,
-                        "bias_stride": self.bias_stride, "store_positions": self.store_positions},
-            "cv": {"class": type(cv).__name__, "parameters": data_digest(*state.values()),
-                   "featurizer": plain(featurizer.get_config()) if featurizer is not None else None,
-                   "particles": plain(self.particles), "route": self.route},
-            "system": {"n_particles": self._system_size, "digest": self._system_digest},
-            "integrator": {"class": type(integrator).__name__, "timestep": self.timestep},
-        }
-
-    @staticmethod
-    def _state_path(path):
-        path = as_path(path)
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    def _settings(self):
+        return {"grid": self.grid.to_dict(), "kappa": self.kappa, "temperature": self.temperature,
+                "lambda_mass": self.lambda_mass, "full_samples": self.full_samples,
+                "update_frequency": self.update_frequency, "sample_frequency": self.sample_frequency,
+                "bias_stride": self.bias_stride, "store_positions": self.store_positions}  # fmt: skip
 
     def save(self, path):
         """Save the estimate and the simulation state to continue it later with :meth:`restore`.
@@ -603,27 +474,7 @@ class ExtendedABF:
         pathlib.Path
             The file written.
         """
-        path = self._state_path(path)
-        state = self.context.getState(getPositions=True, getVelocities=True, getParameters=True)
-        s = self._samples
-        n_dim = self.grid.n_dim
-        arrays = {
-            "fingerprint": json.dumps(self._fingerprint()),
-            "state": openmm.XmlSerializer.serialize(state),
-            "n_steps": self.n_steps,
-            "abf_counts": self.abf_counts,
-            "abf_sum": self.abf_sum,
-            "time": np.concatenate(s["time"]) if s["time"] else np.zeros(0),
-            "xi": np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
-            "lam": np.concatenate(s["lam"]) if s["lam"] else np.zeros((0, n_dim)),
-            "bias": np.concatenate(s["bias"]) if s["bias"] else np.zeros(0),
-        }
-        if self.store_positions:
-            arrays["positions"] = (np.concatenate(s["positions"]) if s["positions"]
-                                   else np.zeros((0, len(self.particles), 3)))  # fmt: skip
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        return path
+        return self._save(path, abf_counts=self.abf_counts, abf_sum=self.abf_sum)
 
     def restore(self, path):
         """Continue from a state written by :meth:`save` with the same settings, CV, System and integrator.
@@ -646,27 +497,11 @@ class ExtendedABF:
             If the file is not an ExtendedABF state (truncated, foreign, text), or was written with
             other settings: the message names each differing setting and both values.
         """
-        path = self._state_path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"'{path}': no such file; expected an ExtendedABF state written by save()")
-        try:
-            with np.load(path) as saved:
-                saved = {key: saved[key] for key in saved.files}
-            fingerprint = json.loads(str(saved["fingerprint"]))
-        except Exception as err:  # zip, pickle, JSON or missing-key errors of a file that is not ours
-            raise ValueError(
-                f"'{path}' is not an ExtendedABF state written by save() ({type(err).__name__}: {err}); pass the "
-                f"file save() wrote"
-            ) from err
-        check_fingerprint(fingerprint, json.loads(json.dumps(self._fingerprint())), path, name="path")
-        self.context.setState(openmm.XmlSerializer.deserialize(str(saved["state"])))
-        self.n_steps = int(saved["n_steps"])
+        saved = self._load(path)
         self.abf_counts = saved["abf_counts"].copy()
         self.abf_sum = saved["abf_sum"].copy()
         self.czar = CZARAccumulator(self.grid, self.kappa, self.kT)
         self.czar.add(saved["xi"], saved["lam"])  # the samples hold all CZAR needs
-        self._samples = {key: [saved[key]] for key in ("time", "xi", "lam", "bias")}
-        self._samples["positions"] = [saved["positions"]] if self.store_positions else []
         self._refresh_bias()
         self._conclude()
         return self

@@ -15,24 +15,17 @@ M. Invernizzi, M. Parrinello, J. Phys. Chem. Lett. 11, 2731 (2020) (OPES).
 M. Invernizzi, M. Parrinello, J. Chem. Theory Comput. 18, 3988 (2022) (OPES-explore).
 """
 
-import json
-
 import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as unit
-import torch
-import xarray as xr
-from MDAnalysis.analysis.base import Results
 
-from .._checks import check_int, openmm_seed
-from .._io import atomic_path
-from .._params import check_fingerprint, data_digest, plain
+from .._checks import check_int
 from .._progress import progress_bar, resolve_verbose
-from ..export.openmm import NM_TO_ANGSTROM, _float64, available_routes, check_route, evaluate_cv, positions_nm
-from .bias import bias_integrator, check_particles, cv_force, default_platform
-from .eabf import MOLAR_GAS_CONSTANT, ExtendedABF, _temperature_kelvin
-from .grid import Grid
+from ..export.openmm import NM_TO_ANGSTROM, available_routes, check_route, evaluate_cv
+from ._sampler import GridSampler
+from .bias import cv_force
+from .eabf import MOLAR_GAS_CONSTANT, _temperature_kelvin
 from .reweight import histogram_pmf, opes_log_weights
 
 __all__ = ["OPES"]
@@ -71,7 +64,7 @@ def _check_sigma(sigma, n_cv):
                      f"(PLUMED's SIGMA, the CV's standard deviation in a basin); pass e.g. sigma='adaptive'")
 
 
-class OPES:
+class OPES(GridSampler):
     """OPES along a CV module, with the free energy on a grid and per-sample bias for reweighting.
 
     Parameters
@@ -148,26 +141,15 @@ class OPES:
     >>> opes.results.pmf                                                                    # doctest: +SKIP
     """
 
+    _method = "OPES"
+    _n_cv_limit = "OPES's grid takes 1 or 2 here"
+    _series = ("xi", "bias")
+
     def __init__(self, system, positions, cv, grid, barrier, temperature, *, pace=500, sigma="adaptive",
                  explore=False, bias_factor=None, particles=None, route="auto", integrator=None, platform=None,
                  bias_stride=1, sample_frequency=10, store_positions=False, seed=0, verbose=None):  # fmt: skip
-        positions = positions_nm(positions)
-        self.particles = check_particles(system, cv, particles, positions)
-        xi0 = evaluate_cv(cv, positions[self.particles] * NM_TO_ANGSTROM)[0]
+        positions, xi0 = self._set_up(system, positions, cv, grid, particles)
         n_cv = xi0.size
-        if n_cv not in (1, 2):
-            raise ValueError(f"the CV has n_cv={n_cv} components; OPES's grid takes 1 or 2 here, select components "
-                             f"(e.g. a CollectiveVariable of 2 outputs)")  # fmt: skip
-        names = getattr(cv, "names", None)
-        self.grid = Grid.create(grid, names=names if names is not None and len(names) == n_cv else None)
-        if self.grid.n_dim != n_cv:
-            raise ValueError(f"grid has {self.grid.n_dim} component(s) but the CV has n_cv={n_cv}; pass one per CV")
-        if n_cv == 2 and self.grid.periodic[0] != self.grid.periodic[1]:
-            raise ValueError(f"grid periodic={self.grid.periodic.tolist()}: a 2-D OPES grid must be periodic in both "
-                             f"components or in neither (OpenMM's 2-D tables are)")  # fmt: skip
-        if not self.grid.contains(xi0[None])[0]:
-            raise ValueError(f"grid {self.grid} does not contain the starting CV value {xi0.tolist()}; widen the grid "
-                             f"or start from positions inside it")  # fmt: skip
         self.temperature = _temperature_kelvin(temperature)
         self.kT = MOLAR_GAS_CONSTANT * self.temperature
         self.barrier = _positive(barrier, "barrier", unit.kilojoule_per_mole, f"{10 * self.kT:.3g} (10 kT)")
@@ -187,25 +169,16 @@ class OPES:
                              f"{self.bias_stride * max(1, self.pace // self.bias_stride)}")  # fmt: skip
         check_route(route)
         self.route = available_routes(cv, self.particles)[0] if route == "auto" else route  # what cv_force takes
-        self.cv, self.store_positions = cv, bool(store_positions)
+        self.store_positions = bool(store_positions)
         self.seed, self.verbose = seed, verbose
         resolve_verbose(verbose)  # checks its type
-        self._system_size = system.getNumParticles()
-        self._system_digest = data_digest(np.frombuffer(openmm.XmlSerializer.serialize(system).encode(), np.uint8))
         self.system = openmm.XmlSerializer.clone(system)
         self._sampler = self._build_sampler()
-        self.integrator = self._integrator(integrator)
-        platform = default_platform(self._system_size) if platform is None else (
-            openmm.Platform.getPlatformByName(platform))  # fmt: skip
+        self.integrator = self._integrator(integrator, self.force)
         # openmm-opes steps an app.Simulation; the topology is not used
-        self._simulation = app.Simulation(app.Topology(), self.system, self.integrator, platform)
+        self._simulation = app.Simulation(app.Topology(), self.system, self.integrator, self._platform(platform))
         self.context = self._simulation.context
-        self.context.setPositions(positions)
-        self.context.setVelocitiesToTemperature(self.temperature, openmm_seed(seed))
-        self._cv64 = _float64(cv)
-        self._samples = {"time": [], "xi": [], "bias": [], "positions": []}
-        self.n_steps = 0
-        self.results = Results()
+        self._start(positions)
 
     @classmethod
     def for_toy(cls, toy, cv="x1", grid=None, barrier=None, **kwargs):
@@ -228,44 +201,24 @@ class OPES:
         -------
         OPES
         """
-        module = toy.cv(cv) if isinstance(cv, (str, tuple)) else cv
-        kwargs.setdefault("integrator", toy.integrator(kwargs.get("seed", 0)))
-        return cls(toy.system, toy.positions, module, grid, barrier, toy.temperature, **kwargs)
+        return cls(toy.system, toy.positions, cls._toy_cv(toy, cv, kwargs), grid, barrier, toy.temperature, **kwargs)
 
     # --- building ----------------------------------------------------------------------------------------
     def _build_sampler(self):
         """``openmm_opes.OPES`` on one BiasVariable per CV component; it adds its force to ``self.system``."""
-        grid, stride = self.grid, self.bias_stride
+        grid, stride, adaptive = self.grid, self.bias_stride, self.sigma == "adaptive"
         variables = []
         for d in range(grid.n_dim):
             force = cv_force(self.cv, self.particles, self._system_size, component=d, route=self.route)
-            width = grid.width[d] if self.sigma == "adaptive" else self.sigma[d]
+            width = grid.width[d] if adaptive else self.sigma[d]
             variables.append(app.BiasVariable(force, float(grid.lower[d]), float(grid.upper[d]), float(width),
                                               bool(grid.periodic[d]), int(2 * grid.n_bins[d] + 1)))  # fmt: skip
-        adaptive = self.sigma == "adaptive"
         sampler = _sampler_class()(self.system, variables, self.temperature, self.barrier, self.pace // stride,
                                    self.sample_frequency // stride if adaptive else None, biasFactor=self.bias_factor,
                                    exploreMode=self.explore)  # fmt: skip
         self.force = self.system.getForce(self.system.getNumForces() - 1)
         self.force.setName("mdcvkit OPES bias")
         return sampler
-
-    def _integrator(self, integrator):
-        if integrator is None:
-            integrator = openmm.LangevinMiddleIntegrator(self.temperature, 1.0, 0.002)
-        else:
-            integrator = openmm.XmlSerializer.clone(integrator)
-        self.timestep = integrator.getStepSize().value_in_unit(unit.picosecond)
-        if self.bias_stride > 1:
-            if not isinstance(integrator, (openmm.LangevinMiddleIntegrator, openmm.LangevinIntegrator)):
-                raise ValueError(f"bias_stride={self.bias_stride} needs a Langevin integrator, not "
-                                 f"{type(integrator).__name__}; pass bias_stride=1 or a LangevinMiddleIntegrator")
-            integrator = bias_integrator(self.system, self.force, integrator.getTemperature(),
-                                         timestep=self.timestep, friction=integrator.getFriction(),
-                                         bias_stride=self.bias_stride)  # fmt: skip
-        if hasattr(integrator, "setRandomNumberSeed"):
-            integrator.setRandomNumberSeed(openmm_seed(self.seed))
-        return integrator
 
     # --- running -----------------------------------------------------------------------------------------
     def run(self, n_steps):
@@ -292,8 +245,7 @@ class OPES:
             frames, biases = [], []
             for _ in range(chunk // self.sample_frequency):
                 self._advance(self.sample_frequency)
-                # a State holds positions in nm; skipping the unit conversion halves the sampling cost
-                frames.append(self.context.getState(getPositions=True).getPositions(asNumpy=True)._value[self.particles])
+                frames.append(self._positions()[self.particles])
                 biases.append(self._sampler.getBiasEnergy(self.context).value_in_unit(unit.kilojoule_per_mole))
             self._accumulate(np.asarray(frames), np.asarray(biases))
             done += chunk
@@ -302,27 +254,15 @@ class OPES:
         self._conclude()
         return self
 
-    def _advance(self, n_steps):
-        try:
-            self._sampler.step(self._simulation, n_steps // self.bias_stride)  # an MTS step is bias_stride steps
-        except (openmm.OpenMMException, FloatingPointError):
-            positions = self.context.getState(getPositions=True).getPositions(asNumpy=True)._value
-            if np.all(np.isfinite(positions)):
-                raise
-            raise FloatingPointError(f"OPES blew up within {n_steps} steps after step {self.n_steps}: the positions "
-                                     f"became non-finite; lower the time step ({1000 * self.timestep:g} fs), "
-                                     f"bias_stride ({self.bias_stride}) or the barrier ({self.barrier:g} kJ/mol)"
-                                     ) from None  # fmt: skip
-        self.n_steps += n_steps
+    def _step(self, n_steps):
+        self._sampler.step(self._simulation, n_steps)
+
+    def _blow_up_hint(self):
+        return f"the barrier ({self.barrier:g} kJ/mol)"
 
     def _accumulate(self, frames, biases):
-        xi = evaluate_cv(self._cv64, frames * NM_TO_ANGSTROM, self.grid.n_dim)
-        last = self.n_steps * self.timestep
-        times = last - self.sample_frequency * self.timestep * np.arange(len(xi))[::-1]
-        for key, value in (("time", times), ("xi", xi), ("bias", biases)):
-            self._samples[key].append(value)
-        if self.store_positions:
-            self._samples["positions"].append(frames * NM_TO_ANGSTROM)
+        """Samples of the CV atoms' positions (nm) and of the bias (kJ/mol), the last taken now."""
+        self._record(frames, xi=evaluate_cv(self._cv64, frames * NM_TO_ANGSTROM, self.grid.n_dim), bias=biases)
 
     def _on_grid(self, values):
         """Values on OpenMM's ``2 n + 1`` nodes per axis (slowest axis last there) at the grid's bin centres."""
@@ -331,65 +271,29 @@ class OPES:
 
     def _conclude(self):
         grid = self.grid
-        coords = {n: (n, grid.centers(d), {"long_name": n, "units": "CV units"}) for d, n in enumerate(grid.names)}
-        dims = tuple(grid.names)
-
-        def on_grid(values, long_name, units="kJ/mol"):
-            return xr.DataArray(values, dims=dims, coords=coords, attrs={"long_name": long_name, "units": units})
-
         free = self._on_grid(self._sampler.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole))
         free[~np.isfinite(free)] = np.nan
         if np.any(np.isfinite(free)):
             free -= np.nanmin(free)
-        self.results.pmf = on_grid(free, "OPES free energy (reweighted kernel density)")
-        self.results.bias = on_grid(self._on_grid(self._sampler.getBias().value_in_unit(unit.kilojoule_per_mole)),
-                                    "OPES bias")  # fmt: skip
+        self.results.pmf = self._grid_array(free, "OPES free energy (reweighted kernel density)")
+        bias = self._on_grid(self._sampler.getBias().value_in_unit(unit.kilojoule_per_mole))
+        self.results.bias = self._grid_array(bias, "OPES bias")
         self.results.samples = self._samples_dataset()
         xi = self.results.samples.xi.values
         index = grid.index(xi)
         counts = np.bincount(index[index >= 0], minlength=int(np.prod(grid.shape))).reshape(grid.shape)
-        self.results.counts = on_grid(counts, "samples of the CV per bin", "1")
+        self.results.counts = self._grid_array(counts, "samples of the CV per bin", "1")
         reweighted = (histogram_pmf(xi, opes_log_weights(self), grid, self.kT) if len(xi)
                       else np.full(grid.shape, np.nan))  # fmt: skip
-        self.results.reweighted_pmf = on_grid(reweighted, "reweighted histogram of the OPES samples")
+        self.results.reweighted_pmf = self._grid_array(reweighted, "reweighted histogram of the OPES samples")
         self.results.n_kernels = int(self._sampler.getNumKernels())
 
-    def _samples_dataset(self):
-        s, n_dim = self._samples, self.grid.n_dim
-        time = np.concatenate(s["time"]) if s["time"] else np.zeros(0)
-        data = {
-            "xi": (("sample", "cv"), np.concatenate(s["xi"]) if s["xi"] else np.zeros((0, n_dim)),
-                   {"long_name": "collective variable", "units": "CV units"}),
-            "bias": (("sample",), np.concatenate(s["bias"]) if s["bias"] else np.zeros(0),
-                     {"long_name": "OPES bias energy", "units": "kJ/mol"}),
-        }  # fmt: skip
-        if self.store_positions:
-            positions = np.concatenate(s["positions"]) if s["positions"] else np.zeros((0, len(self.particles), 3))
-            data["positions"] = (("sample", "atom", "spatial"), positions,
-                                 {"long_name": "positions of the CV atoms", "units": "Å"})  # fmt: skip
-        return xr.Dataset(data, coords={"sample": np.arange(len(time)), "time": ("sample", time, {"units": "ps"}),
-                                        "cv": self.grid.names},
-                          attrs={"long_name": "OPES samples", "time_units": "ps", "kT": self.kT})  # fmt: skip
-
     # --- restart -----------------------------------------------------------------------------------------
-    def _fingerprint(self):
-        """Everything that determines the run: sampler settings, the CV, the System, the integrator."""
-        cv = self.cv
-        state = cv.state_dict() if isinstance(cv, torch.nn.Module) else {}
-        featurizer = getattr(cv, "featurizer", None)
-        return plain({
-            "sampler": {"grid": self.grid.to_dict(), "barrier": self.barrier, "pace": self.pace, "sigma": self.sigma,
-                        "explore": self.explore, "bias_factor": self.bias_factor, "temperature": self.temperature,
-                        "sample_frequency": self.sample_frequency, "bias_stride": self.bias_stride,
-                        "store_positions": self.store_positions},
-            "cv": {"class": type(cv).__name__, "parameters": data_digest(*state.values()),
-                   "featurizer": featurizer.get_config() if featurizer is not None else None,
-                   "particles": self.particles, "route": self.route},
-            "system": {"n_particles": self._system_size, "digest": self._system_digest},
-            "integrator": {"class": type(self.integrator).__name__, "timestep": self.timestep},
-        })  # fmt: skip
-
-    _state_path = staticmethod(ExtendedABF._state_path)  # the same ".npz" rule as eABF's state files
+    def _settings(self):
+        return {"grid": self.grid.to_dict(), "barrier": self.barrier, "pace": self.pace, "sigma": self.sigma,
+                "explore": self.explore, "bias_factor": self.bias_factor, "temperature": self.temperature,
+                "sample_frequency": self.sample_frequency, "bias_stride": self.bias_stride,
+                "store_positions": self.store_positions}  # fmt: skip
 
     def save(self, path):
         """Write the kernels, the samples and the simulation state to one file, for :meth:`restore`.
@@ -406,17 +310,7 @@ class OPES:
         pathlib.Path
             Where the state now is.
         """
-        path = self._state_path(path)
-        state = self.context.getState(getPositions=True, getVelocities=True, getParameters=True)
-        samples = self._samples_dataset()
-        arrays = {"fingerprint": json.dumps(self._fingerprint()), "state": openmm.XmlSerializer.serialize(state),
-                  "n_steps": self.n_steps, **{key: samples[key].values for key in ("time", "xi", "bias")},
-                  **{_STATE_PREFIX + key: value for key, value in self._sampler.getState().items()}}  # fmt: skip
-        if self.store_positions:
-            arrays["positions"] = samples.positions.values
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        return path
+        return self._save(path, **{_STATE_PREFIX + key: value for key, value in self._sampler.getState().items()})
 
     def restore(self, path):
         """Read back what :meth:`save` wrote, kernels and samples included, and continue from there.
@@ -441,24 +335,10 @@ class OPES:
             CV (its parameters or featurizer) or another System: the message names each difference with both
             values.
         """
-        path = self._state_path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"'{path}': no such file; expected an OPES state written by save()")
-        try:
-            with np.load(path) as saved:
-                saved = {key: saved[key] for key in saved.files}
-            fingerprint = json.loads(str(saved["fingerprint"]))
-        except Exception as err:  # zip, pickle, JSON or missing-key errors of a file that is not ours
-            raise ValueError(f"'{path}' is not an OPES state written by save() ({type(err).__name__}: {err}); pass "
-                             f"the file save() wrote") from err  # fmt: skip
-        check_fingerprint(fingerprint, self._fingerprint(), path, name="path")
-        self.context.setState(openmm.XmlSerializer.deserialize(str(saved["state"])))
-        self.n_steps = int(saved["n_steps"])
+        saved = self._load(path)
         self.context.setStepCount(self.n_steps // self.bias_stride)  # openmm-opes deposits on the step count
         self._sampler.setState({key[len(_STATE_PREFIX):]: value for key, value in saved.items()
                                 if key.startswith(_STATE_PREFIX)})  # fmt: skip
         self._sampler.updateContext(self.context)
-        self._samples = {key: [saved[key]] for key in ("time", "xi", "bias")}
-        self._samples["positions"] = [saved["positions"]] if self.store_positions else []
         self._conclude()
         return self
