@@ -80,7 +80,7 @@ def test_rate_order_of_magnitude(rate, exact):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="partial: the rate comes out 1.9x (300 frames per window) and 2.5x (these settings, "
+@pytest.mark.xfail(reason="partial: the rate comes out 1.7x (300 frames per window, seed 0) and 2.5x (these settings, "
                           "seed 0; 0.4x to 7.6x over seeds 0-3) the exact rate; the MBAR weights of the basins are "
                           "off (docs/findings/committor.md)",
                    strict=False)
