@@ -109,6 +109,27 @@ class Featurizer(nn.Module):
             f"FramePositions and their Concatenate have one); bias a CV on it through route='python' or 'torch'"
         )
 
+    def to_numpy(self):
+        """The features and their pull-back in NumPy, for per-step evaluation (the "python" route).
+
+        Returns
+        -------
+        callable
+            ``f(positions)`` with ``positions`` one frame ``(n_atoms, 3)`` in Å (float64) returns
+            ``(features, pullback)``: the features ``(n_features,)`` as :meth:`forward` gives them,
+            and a function taking gradients ``(n_rows, n_features)`` with respect to the features to
+            gradients ``(n_rows, n_atoms, 3)`` (per Å) with respect to the positions.
+
+        Raises
+        ------
+        ValueError
+            If the featurizer has no NumPy form; the "python" route then evaluates it in torch.
+        """
+        raise ValueError(
+            f"{type(self).__name__} has no NumPy form (AlignedPositions, Positions and their Concatenate have "
+            f"one); it is evaluated through torch"
+        )
+
     def to_openmm_linear(self, particles, weights):
         """Forces whose energies sum to ``Σ_f weights[f] · feature_f``: one first-layer unit of a network.
 
@@ -172,21 +193,48 @@ class Featurizer(nn.Module):
             )
 
 
+def _namespace(array):
+    """``torch`` for a tensor, ``numpy`` for an array: the Kabsch fit below runs on either, one code."""
+    return torch if isinstance(array, torch.Tensor) else np
+
+
 def _kabsch_centre(positions, reference, weights):
     """Normalised weights ``(1, n_atoms, 1)``, the centred reference and the centred frames."""
-    w = (weights / weights.sum()).to(positions.dtype)[None, :, None]
-    return w, reference - (w[0] * reference).sum(0), positions - (w * positions).sum(1, keepdim=True)
+    w = (weights / weights.sum())[None, :, None]
+    return w, reference - (w[0] * reference).sum(0), positions - (w * positions).sum(1, keepdims=True)
 
 
 def _kabsch_rotation(centred, ref, w):
     """Covariance ``M = Σ w x rᵀ`` (per frame) and the proper rotation ``Q`` with ``centred @ Q`` fitted to ``ref``."""
-    covariance = (w * centred).transpose(1, 2) @ ref  # (n_frames, 3, 3)
-    u, _, vt = torch.linalg.svd(covariance)
-    sign = torch.sign(torch.linalg.det(u @ vt))
+    xp = _namespace(centred)
+    covariance = (w * centred).mT @ ref  # (n_frames, 3, 3)
+    u, _, vt = xp.linalg.svd(covariance)
     # a reflection is never allowed: flip the axis of the smallest singular value
-    flip = torch.ones_like(covariance[:, 0])
-    flip = torch.cat([flip[:, :2], sign[:, None]], dim=1)
+    flip = xp.ones_like(covariance[:, 0])
+    flip[:, 2] = xp.sign(xp.linalg.det(u @ vt))
     return covariance, (u * flip[:, None, :]) @ vt
+
+
+def _kabsch_backward(grad, aligned, ref, w, covariance, rotation):
+    """Gradient on the positions of a Kabsch fit from the gradient ``grad`` on its fitted positions.
+
+    ``grad`` has shape ``(n_frames, n_atoms, 3)``, or ``(n_rows, n_atoms, 3)`` for one frame: the rows
+    of a Jacobian pulled back at once. See :class:`_KabschFit` for the closed form.
+    """
+    xp = _namespace(grad)
+    a = rotation.mT @ covariance  # R M with R = Qᵀ: symmetric at the optimum
+    k = -0.5 * (a + a.mT)
+    trace = -(k[..., 0, 0] + k[..., 1, 1] + k[..., 2, 2])
+    for axis in range(3):
+        k[..., axis, axis] += trace
+    m = aligned.mT @ grad  # Σ_j y_j G_jᵀ, whose axial vector is the torque Σ_j y_j × G_j
+    torque = xp.stack([m[:, 1, 2] - m[:, 2, 1], m[:, 2, 0] - m[:, 0, 2], m[:, 0, 1] - m[:, 1, 0]], 1)
+    v = xp.linalg.solve(k, torque[:, :, None])[:, :, 0]
+    cross = xp.zeros_like(m)  # r × v = r @ cross for every reference position r
+    cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    cross = cross - cross.mT
+    back = (grad + w * (ref @ cross)) @ rotation.mT
+    return back - w * back.sum(1, keepdims=True)
 
 
 class _KabschFit(torch.autograd.Function):
@@ -211,16 +259,7 @@ class _KabschFit(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        aligned, ref, w, covariance, rotation = ctx.saved_tensors
-        a = rotation.transpose(1, 2) @ covariance  # R M with R = Qᵀ: symmetric at the optimum
-        a = 0.5 * (a + a.transpose(1, 2))
-        eye = torch.eye(3, dtype=a.dtype, device=a.device)
-        k = a.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] * eye - a
-        torque = torch.linalg.cross(aligned, grad, dim=-1).sum(1)  # Σ_j y_j × G_j
-        v = torch.linalg.solve(k, torque)
-        turned = grad + w * torch.linalg.cross(ref.expand_as(grad), v[:, None, :].expand_as(grad), dim=-1)
-        back = turned @ rotation.transpose(1, 2)
-        return back - w * back.sum(1, keepdim=True), None, None
+        return _kabsch_backward(grad, *ctx.saved_tensors), None, None
 
 
 def kabsch_align(positions, reference, weights=None):
@@ -256,6 +295,7 @@ def kabsch_align(positions, reference, weights=None):
     """
     if weights is None:
         weights = torch.ones(positions.shape[1], dtype=positions.dtype, device=positions.device)
+    weights = weights.to(positions.dtype)
     if not (torch.jit.is_tracing() or reference.requires_grad or weights.requires_grad):
         return _KabschFit.apply(positions, reference, weights)
     w, ref, centred = _kabsch_centre(positions, reference, weights)
@@ -333,6 +373,24 @@ class AlignedPositions(Featurizer):
         if self._selects:
             aligned = aligned[:, self.atoms]
         return aligned.flatten(1)
+
+    def to_numpy(self):
+        reference, weights = self.reference.double().numpy(), self.weights.double().numpy()
+        atoms = self.atoms
+
+        def features(positions):
+            w, ref, centred = _kabsch_centre(positions[None], reference, weights)
+            covariance, rotation = _kabsch_rotation(centred, ref, w)
+            aligned = centred @ rotation
+
+            def pullback(grad):
+                full = np.zeros((len(grad), self.n_atoms, 3))
+                full[:, atoms] = grad.reshape(len(grad), len(atoms), 3)
+                return _kabsch_backward(full, aligned, ref, w, covariance, rotation)
+
+            return aligned[0, atoms].ravel(), pullback
+
+        return features
 
 
 def _atom_subset(atoms, n_atoms):
@@ -485,6 +543,17 @@ class Positions(Featurizer):
     def forward(self, positions, box=None):
         self.check_positions(positions)
         return positions[:, :, self.axes].flatten(1)
+
+    def to_numpy(self):
+        def features(positions):
+            def pullback(grad):
+                full = np.zeros((len(grad), self.n_atoms, 3))
+                full[:, :, self.axes] = grad.reshape(len(grad), self.n_atoms, len(self.axes))
+                return full
+
+            return positions[:, self.axes].ravel(), pullback
+
+        return features
 
     def to_openmm(self, particles):
         particles = _system_atoms(particles, self.n_atoms)
@@ -747,6 +816,20 @@ class Concatenate(Featurizer):
 
     def forward(self, positions, box=None):
         return torch.cat([f(positions, box) for f in self.parts], dim=1)
+
+    def to_numpy(self):
+        parts = [part.to_numpy() for part in self.parts]
+        ends = np.cumsum([part.n_features for part in self.parts])[:-1]
+
+        def features(positions):
+            values, pullbacks = zip(*(part(positions) for part in parts), strict=True)
+
+            def pullback(grad):
+                return sum(back(g) for back, g in zip(pullbacks, np.split(grad, ends, axis=1), strict=True))
+
+            return np.concatenate(values), pullback
+
+        return features
 
     def to_openmm(self, particles):
         return [form for part in self.parts for form in part.to_openmm(particles)]
@@ -1137,8 +1220,11 @@ def release_features(features):
     be removed (Windows) it is removed when the array is garbage-collected.
     """
     filename = getattr(features, "filename", None)
-    if not isinstance(features, np.memmap) or filename is None \
-            or not Path(filename).name.startswith("mdcvkit-features-"):
+    if (
+        not isinstance(features, np.memmap)
+        or filename is None
+        or not Path(filename).name.startswith("mdcvkit-features-")
+    ):
         return
     try:
         os.unlink(filename)

@@ -40,6 +40,23 @@ def phi_psi(positions):
     return unwrap_angles(np.degrees(angles), (-240, -120))
 
 
+def make_loop(seed=0, kappa=100.0, n_models=4, max_iterations=3, steps=3_750_000, quick=False, state_file=None):
+    """The loop of this script (``benchmarks/bench_iterative.py`` times its stages); ``quick``: small networks."""
+    hidden, epochs = ((8,), {"max_epochs": 5, "patience": 5}) if quick else ((40,), {"max_epochs": 100, "patience": 10})
+    setup = mk.datasets.alanine_dipeptide_system("vacuum")  # started in C7eq
+    heavy = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
+    featurizer = AlignedPositions(heavy.positions[FIT], names=[heavy.names[k] for k in FIT], atoms=READ)
+    return IterativeCVLearning(
+        setup.system, featurizer, particles=heavy.indices[FIT], positions=setup.positions,
+        temperature=setup.temperature, integrator=setup.integrator(),
+        estimator={"n_cv": 2, "hidden": hidden, "activation": "elu", **epochs}, n_models=n_models,
+        sampling={"steps": steps, "sample_frequency": 20, "n_bins": 30, "grid_margin": 0.2, "kappa": kappa,
+                  "full_samples": 20, "weights": "abf", "production_steps": steps},
+        convergence={"min_score": 0.99, "patience": 2, "max_iterations": max_iterations},
+        reference=phi_psi, seed=seed, state_file=state_file,
+    )  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -51,22 +68,8 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    steps, hidden, epochs = 3_750_000, (40,), {"max_epochs": 100, "patience": 10}
-    if args.quick:
-        steps, hidden, epochs = 5_000, (8,), {"max_epochs": 5, "patience": 5}
-    setup = mk.datasets.alanine_dipeptide_system("vacuum")  # started in C7eq
-    heavy = mk.datasets.alanine_dipeptide("vacuum").select_atoms("not name H*")
-    names = [heavy.names[k] for k in FIT]
-    featurizer = AlignedPositions(heavy.positions[FIT], names=names, atoms=READ)
-    loop = IterativeCVLearning(
-        setup.system, featurizer, particles=heavy.indices[FIT], positions=setup.positions,
-        temperature=setup.temperature, integrator=setup.integrator(),
-        estimator={"n_cv": 2, "hidden": hidden, "activation": "elu", **epochs}, n_models=args.n_models,
-        sampling={"steps": steps, "sample_frequency": 20, "n_bins": 30, "grid_margin": 0.2, "kappa": args.kappa,
-                  "full_samples": 20, "weights": "abf", "production_steps": steps},
-        convergence={"min_score": 0.99, "patience": 2, "max_iterations": args.max_iterations},
-        reference=phi_psi, seed=args.seed, state_file=f"{args.out}_s{args.seed}_k{args.kappa:g}_n{args.n_models}.state",
-    )  # fmt: skip
+    loop = make_loop(args.seed, args.kappa, args.n_models, args.max_iterations, 5_000 if args.quick else 3_750_000,
+                     args.quick, f"{args.out}_s{args.seed}_k{args.kappa:g}_n{args.n_models}.state")  # fmt: skip
     begin = time.perf_counter()
     loop.run()
     it = loop.results.iterations

@@ -12,9 +12,10 @@ encoder) or any torch module or function mapping positions ``(n_frames, n_atoms,
     closed form (dihedrals, distances, positions, body-frame positions, and their concatenation)
     and encoders of ``nn.Linear`` layers and the activations in :data:`ACTIVATIONS`.
 ``"python"``
-    One :class:`openmm.PythonForce` per CV component: OpenMM hands Python the positions, the torch
-    module gives the CV and autograd its Jacobian (one forward and one backward pass per
-    evaluation, shared between components). Any torch CV, e.g. on Kabsch-aligned positions.
+    One :class:`openmm.PythonForce` per CV component: OpenMM hands Python the positions, and the
+    CV and its Jacobian come from the module's NumPy form (:mod:`mdcvkit.export.numpy`, derived
+    layer by layer from the module) where it has one, or from torch and autograd otherwise (one
+    evaluation per step, shared between components). Any torch CV, e.g. on Kabsch-aligned positions.
 ``"torch"``
     openmm-torch's ``TorchForce`` running a traced copy of the module (the GPU path), where
     ``openmmtorch`` is importable.
@@ -37,14 +38,17 @@ import torch
 from torch import nn
 
 from .._io import trace_torchscript
+from .numpy import NumpyCV, network_layers
 
 __all__ = [
     "NM_TO_ANGSTROM",
     "ACTIVATIONS",
     "ROUTES",
     "MAX_COLLECTIVE_VARIABLES",
+    "NumpyCVEvaluator",
     "TorchCVEvaluator",
     "available_routes",
+    "cv_evaluator",
     "check_route",
     "collective_variables",
     "compile_expression",
@@ -169,7 +173,7 @@ class TorchCVEvaluator:
     Notes
     -----
     The last evaluation is kept, keyed by the positions, so that the ``n_cv`` PythonForces of one
-    step share one forward and one backward pass.
+    step share one evaluation. :func:`cv_evaluator` picks this or :class:`NumpyCVEvaluator`.
     """
 
     def __init__(self, cv, n_cv):
@@ -208,66 +212,69 @@ class TorchCVEvaluator:
                 "the positions are not finite: the simulation blew up before the CV was evaluated; lower the "
                 "time step, the bias stride or the force constant of the bias"
             )
+        values, jacobian = self._evaluate(positions_nm * NM_TO_ANGSTROM)
+        result = values, jacobian * NM_TO_ANGSTROM
+        self._last = (key, result)
+        return result
+
+    def _evaluate(self, positions):
+        """Values ``(n_cv,)`` and Jacobian ``(n_cv, n_atoms, 3)`` per Å at one frame in Å."""
         # one copy of the frame per component: one backward pass of the diagonal gives the Jacobian
-        x = torch.tensor(positions_nm * NM_TO_ANGSTROM, dtype=self.dtype)
+        x = torch.tensor(positions, dtype=self.dtype)
         x = x.unsqueeze(0).expand(self.n_cv, -1, -1).clone().requires_grad_(True)
         with torch.enable_grad():
             out = self.cv(x)
             (grad,) = torch.autograd.grad(out.diagonal().sum(), x)
-        result = out[0].detach().double().numpy(), grad.double().numpy() * NM_TO_ANGSTROM
-        self._last = (key, result)
-        return result
+        return out[0].detach().double().numpy(), grad.double().numpy()
+
+
+class NumpyCVEvaluator(TorchCVEvaluator):
+    """:class:`TorchCVEvaluator` evaluating the CV through :class:`~mdcvkit.export.numpy.NumpyCV`.
+
+    Parameters
+    ----------
+    cv : mdcvkit.analysis.CollectiveVariable
+        A CV with a NumPy form.
+    n_cv : int
+        Number of CV components.
+
+    Raises
+    ------
+    ValueError
+        If the CV has no NumPy form (see :class:`~mdcvkit.export.numpy.NumpyCV`).
+    """
+
+    def __init__(self, cv, n_cv):
+        super().__init__(cv, n_cv)
+        self.numpy_cv = NumpyCV(self.cv)
+
+    def _evaluate(self, positions):
+        return self.numpy_cv(positions)
+
+
+def cv_evaluator(cv, n_cv):
+    """The evaluator of the "python" route: NumPy where the CV has a NumPy form, torch otherwise.
+
+    Parameters
+    ----------
+    cv : torch.nn.Module or callable
+        Positions ``(n_frames, n_atoms, 3)`` in Å -> ``(n_frames, n_cv)``.
+    n_cv : int
+        Number of CV components.
+
+    Returns
+    -------
+    NumpyCVEvaluator or TorchCVEvaluator
+        Same values and gradients; the NumPy one costs a fraction per call for one frame
+        (:doc:`/findings/bias_routes`).
+    """
+    try:
+        return NumpyCVEvaluator(cv, n_cv)
+    except ValueError:
+        return TorchCVEvaluator(cv, n_cv)
 
 
 # --- route "expression" --------------------------------------------------------------------------------------
-def _flatten(module):
-    if isinstance(module, nn.Sequential):
-        return [layer for child in module for layer in _flatten(child)]
-    return [module]
-
-
-def _network(cv):
-    """``(featurizer, mean, std, layers)`` of a CollectiveVariable whose CV is ``encoder(normalization(x))``.
-
-    The layers are the encoder's, in float64, with a last Linear cut to the CV's ``n_cv`` outputs
-    (a VAE's encoder also gives log-variances); the result is checked against ``cv.model.encode``.
-    """
-    featurizer = getattr(cv, "featurizer", None)
-    model = getattr(cv, "model", None)
-    normalization = getattr(model, "normalization", None)
-    encoder = getattr(model, "encoder", None)
-    if featurizer is None or normalization is None or not isinstance(encoder, nn.Sequential):
-        raise ValueError(
-            f"{type(cv).__name__} is not a CollectiveVariable of featurizer -> normalization -> encoder; "
-            f"bias it through route='python'"
-        )
-    n_cv = int(cv.n_cv)
-    layers = [copy.deepcopy(layer).double() for layer in _flatten(encoder)]
-    if layers and isinstance(layers[-1], nn.Linear) and layers[-1].out_features > n_cv:
-        last = layers[-1]
-        cut = nn.Linear(last.in_features, n_cv, bias=last.bias is not None).double()
-        with torch.no_grad():
-            cut.weight.copy_(last.weight[:n_cv])
-            if last.bias is not None:
-                cut.bias.copy_(last.bias[:n_cv])
-        layers[-1] = cut
-    mean = normalization.mean.detach().double()
-    std = normalization.scale.detach().double()
-    features = mean + std * torch.randn(16, len(mean), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with torch.no_grad():
-        expected = copy.deepcopy(model).double().encode(features)
-        try:
-            got = nn.Sequential(*layers)((features - mean) / std)
-        except RuntimeError:  # the encoder takes more than the features (a mixture model's cluster)
-            got = None
-    if got is None or got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-9, atol=1e-9):
-        raise ValueError(
-            f"the CV of {type(model).__name__} is not encoder(normalization(x)) (e.g. a mixture model's "
-            f"weighted means): it has no expression form; bias it through route='python'"
-        )
-    return featurizer, mean.numpy(), std.numpy(), layers
-
-
 def _layer_definitions(layer, current, depth, prefix):
     """Definitions of one layer's outputs from the variables ``current``; returns (definitions, new)."""
     definitions, new = [], []
@@ -328,7 +335,7 @@ def compile_expression(cv, particles, prefix="cv"):
         If the featurizer or a layer has no OpenMM form, or the CV needs more than
         :data:`MAX_COLLECTIVE_VARIABLES` collective variables.
     """
-    featurizer, mean, std, layers = _network(cv)
+    featurizer, mean, std, layers = network_layers(cv)
     raw = featurizer.to_openmm(particles)
     packed = None
     if layers and isinstance(layers[0], nn.Linear):
@@ -413,7 +420,7 @@ class _PythonCVComponent:
 
 
 def _python_route(cv, particles, n_cv, n_particles, prefix):
-    evaluator = TorchCVEvaluator(cv, n_cv)
+    evaluator = cv_evaluator(cv, n_cv)
     forces = {}
     for k in range(n_cv):
         force = openmm.PythonForce(_PythonCVComponent(evaluator, k))
