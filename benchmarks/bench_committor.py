@@ -4,7 +4,8 @@ Runs :class:`mdcvkit.biasing.Committor` on ``DoubleWell2D(barrier=2)`` (8 kT, Br
 compares with the committor and transition-path-theory rate of the generator on a 201² grid
 (tests/committor_cases.py): RMSE of q on the window frames with 0.1 < q_exact < 0.9, the rate from
 the reactive flux with its bootstrap interval, a committor test from q ≈ 0.5, and the wall time of
-each stage per iteration. Usage: ``python benchmarks/bench_committor.py [--seed 0] [--iterations 6]``.
+each stage per iteration. Usage: ``python benchmarks/bench_committor.py [--seed 0] [--iterations 6]
+[--sampler umbrella|opes] [--samples N]`` (``--samples``: frames per umbrella window, or per OPES iteration).
 """
 
 import argparse
@@ -23,14 +24,14 @@ from committor_cases import exact_committor  # noqa: E402  (the oracle shared wi
 EDGE = 0.8  # nm: A is x1 <= -EDGE, B is x1 >= EDGE
 
 
-def main(seed, iterations, n_samples):
+def main(seed, iterations, n_samples, sampler):
     toy = mk.systems.DoubleWell2D(barrier=2.0)
     a, b = Basin(toy.cv("x1"), -5, -EDGE), Basin(toy.cv("x1"), EDGE, 5)
     q_exact, k_exact = exact_committor(toy.potential, toy.bounds, toy.beta, lambda x: x[:, 0] <= -EDGE,
                                        lambda x: x[:, 0] >= EDGE, n=201)
     start = time.perf_counter()
     loop = Committor(toy, state_a=a, state_b=b, starts=[toy.positions, -toy.positions], max_iterations=iterations,
-                     sampling={"n_samples": n_samples}, seed=seed).run()
+                     sampling={"sampler": sampler, "n_samples": n_samples}, seed=seed).run()
     wall = time.perf_counter() - start
     frames = loop.results.frames
     xy = frames["positions"].values[:, 0, :2] / 10.0
@@ -52,6 +53,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--samples", type=int, help="frames per window (umbrella, 100) or iteration (opes, 1000)")
+    parser.add_argument("--sampler", choices=("umbrella", "opes"), default="umbrella")
     args = parser.parse_args()
-    main(args.seed, args.iterations, args.samples)
+    main(args.seed, args.iterations, args.samples or {"umbrella": 100, "opes": 1000}[args.sampler], args.sampler)

@@ -6,12 +6,12 @@ Modules: :mod:`~mdcvkit.biasing.bias` (a bias ``U(ξ)`` in an OpenMM System, eva
 (extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.opes` (OPES through openmm-opes),
 :mod:`~mdcvkit.biasing.reweight` (per-frame weights of
 biased frames), :mod:`~mdcvkit.biasing.settings` and :mod:`~mdcvkit.biasing.iterative` (the FEBILAE loop),
-:mod:`~mdcvkit.biasing.committor` (committor learning with umbrella windows along q and MBAR).
+:mod:`~mdcvkit.biasing.committor` (committor learning with umbrella windows along q and MBAR, or OPES along q).
 The CV reaches OpenMM through :mod:`mdcvkit.export`, the one place a CV leaves torch.
 """
 
 from .bias import add_cv_bias, bias_integrator, cv_force, default_platform
-from .committor import Basin, Committor, CommittorModel, UmbrellaWindows, mbar_log_weights
+from .committor import Basin, Committor, CommittorModel, CommittorOPES, UmbrellaWindows, mbar_log_weights
 from .czar import CZARAccumulator, czar, integrate_gradient
 from .eabf import ExtendedABF
 from .grid import Grid
@@ -41,6 +41,7 @@ __all__ = [
     "Committor",
     "CommittorModel",
     "Basin",
+    "CommittorOPES",
     "UmbrellaWindows",
     "mbar_log_weights",
 ]

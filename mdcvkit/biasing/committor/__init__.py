@@ -1,7 +1,7 @@
 """Committor learning with adaptive importance sampling (umbrella windows along q, MBAR, variational loss).
 
 Modules: :mod:`~mdcvkit.biasing.committor.model` (the committor network and its loss),
-:mod:`~mdcvkit.biasing.committor.sampling` (basins, umbrella windows, MBAR),
+:mod:`~mdcvkit.biasing.committor.sampling` (basins, umbrella windows and MBAR, OPES along q),
 :mod:`~mdcvkit.biasing.committor.estimator` (the loop, :class:`Committor`),
 :mod:`~mdcvkit.biasing.committor.plot` (figures).
 """
@@ -9,6 +9,7 @@ Modules: :mod:`~mdcvkit.biasing.committor.model` (the committor network and its 
 from . import plot
 from .estimator import Committor
 from .model import CommittorModel, fit_committor
-from .sampling import Basin, UmbrellaWindows, mbar_log_weights
+from .sampling import Basin, CommittorOPES, UmbrellaWindows, mbar_log_weights
 
-__all__ = ["plot", "Committor", "CommittorModel", "fit_committor", "Basin", "UmbrellaWindows", "mbar_log_weights"]
+__all__ = ["plot", "Committor", "CommittorModel", "fit_committor", "Basin", "CommittorOPES", "UmbrellaWindows",
+           "mbar_log_weights"]

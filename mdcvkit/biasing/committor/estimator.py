@@ -30,7 +30,7 @@ from ..eabf import MOLAR_GAS_CONSTANT, _temperature_kelvin
 from ..reweight import effective_sample_size
 from . import results as outputs
 from .model import IN_A, IN_B, NEITHER, CommittorModel, fit_committor
-from .sampling import UmbrellaWindows
+from .sampling import CommittorOPES, UmbrellaWindows
 
 __all__ = ["Committor"]
 
@@ -40,6 +40,23 @@ logger = logging.getLogger(__name__)
 STATE_VERSION = 2
 #: Trainer settings of every fit of the committor (a dict passed as ``trainer`` is laid over them)
 TRAINER_DEFAULTS = {"max_epochs": 200, "patience": 20, "learning_rate": 3e-3, "batch_size": 512}
+
+
+def _sampling(sampling):
+    """The loop's sampler: an UmbrellaWindows or CommittorOPES, or one from a dict of settings (``sampler``:
+    ``"umbrella"``, the default, or ``"opes"``)."""
+    if isinstance(sampling, (UmbrellaWindows, CommittorOPES)):
+        return sampling
+    if sampling is not None and not isinstance(sampling, Mapping):
+        raise TypeError(f"sampling must be an UmbrellaWindows, a CommittorOPES or a dict of settings, not "
+                        f"{type(sampling).__name__}")  # fmt: skip
+    settings = dict(sampling or {})
+    kind = settings.pop("sampler", "umbrella")
+    samplers = {"umbrella": UmbrellaWindows, "opes": CommittorOPES}
+    if kind not in samplers:
+        raise ValueError(f"sampling['sampler']={kind!r} is not a sampler of the committor loop; pass 'umbrella' "
+                         f"(windows along q, MBAR) or 'opes' (OPES along q)")  # fmt: skip
+    return samplers[kind](**settings)
 
 
 class _Engine:
@@ -103,7 +120,9 @@ class Committor:
         K; default the toy's (required for an OpenMM System).
     integrator : openmm.Integrator, optional
         Default the toy's Brownian one, else LangevinMiddle (1/ps, 2 fs).
-    sampling : UmbrellaWindows or dict, optional
+    sampling : UmbrellaWindows, CommittorOPES or dict, optional
+        The sampler and its settings; a dict of settings with ``"sampler"``: ``"umbrella"`` (default,
+        windows along q recombined by MBAR) or ``"opes"`` (OPES along q, its own weights).
     model : dict, optional
         Settings of :class:`CommittorModel` (``hidden``, ``activation``, ``boundary_weight``).
     trainer : dict, optional
@@ -165,7 +184,7 @@ class Committor:
             raise ValueError("starts must be a list of at least two start positions (nm): one in A and one in B")
         self.starts = [positions_nm(s, "starts") for s in starts]
         self.particles = check_particles(self.system, self.featurizer, particles, self.starts[0])
-        self.sampling = sampling if isinstance(sampling, UmbrellaWindows) else UmbrellaWindows(**(sampling or {}))
+        self.sampling = _sampling(sampling)
         if model is not None and not isinstance(model, Mapping):
             raise TypeError(f"model must be a dict of CommittorModel settings, not {type(model).__name__}")
         self.model = dict(model or {})
@@ -211,6 +230,7 @@ class Committor:
         new = {"positions": samples["positions"], "features": features, "q": q,
                "lagged": self._features(samples["lagged"]), "labels": self.engine.labels(samples["positions"]),
                "lagged_labels": self.engine.labels(samples["lagged"]),
+               "log_weight": samples.get("log_weight", np.full(len(features), np.nan)),
                "state": samples["window"] + len(state["states"]) if iteration else -np.ones_like(samples["window"]),
                "iteration": np.full(len(samples["window"]), iteration)}  # fmt: skip
         for key, value in new.items():
@@ -229,13 +249,6 @@ class Committor:
         return fit_committor(start, d["features"][mask], d["lagged"][mask], d["labels"][mask],
                              d["lagged_labels"][mask], log_w, trainer)
 
-    def _reduced(self, state):
-        """β w_k(x_n) of every window state k and window frame n (iterations >= 1), shape (n_states, n_frames)."""
-        data = state["data"]
-        iteration, target, kappa = np.array(state["states"]).T
-        q = data["q"][data["iteration"] > 0][:, iteration.astype(int) - 1].T  # q of the model each state biased
-        return 0.5 * kappa[:, None] * (q - target[:, None]) ** 2 / self.engine.kT
-
     def _starts(self, state, targets, seed):
         """For each target, a frame (nm) whose q under the last model is among the three nearest to it."""
         d = state["data"]
@@ -249,7 +262,8 @@ class Committor:
         return plain({
             "featurizer": module_fingerprint(self.featurizer), "particles": self.particles,
             "basins": [outputs.basin_fingerprint(b) for b in (self.engine.state_a, self.engine.state_b)],
-            "starts": [s.tolist() for s in self.starts], "sampling": dataclasses.asdict(self.sampling),
+            "starts": [s.tolist() for s in self.starts],
+            "sampling": {"sampler": type(self.sampling).__name__, **dataclasses.asdict(self.sampling)},
             "model": self._template.get_params(), "trainer": self.trainer, "seed": self.seed,
             "system": openmm_fingerprint(self.system, self.starts[0], self.temperature,
                                          default if self.integrator is None else self.integrator),
@@ -316,14 +330,12 @@ class Committor:
             clock.append(time.perf_counter())
             state["states"] += [(i, float(t), samples["kappa"]) for t in targets]
             mask = state["data"]["iteration"] > 0
-            n_states, known = len(state["states"]), state["free_energies"]
-            initial = None if known is None else np.concatenate([known, np.zeros(n_states - len(known))])
-            counts = np.bincount(state["data"]["state"][mask], minlength=n_states)
-            log_w, state["free_energies"], overlap = s.log_weights(self._reduced(state), counts, initial)
+            log_w, state["free_energies"], overlap = s.log_weights(state, self.engine.kT)
             state["log_w"] = log_w
-            now = slice(len(state["states"]) - len(targets), None)
-            state["overlap"] = overlap[now, now]
-            state["extra"] = sorted(set(state["extra"]) | set(s.windows_to_add(targets, state["overlap"])))
+            if overlap is not None:  # umbrella windows: the overlap of this iteration's windows
+                now = slice(len(state["states"]) - len(targets), None)
+                state["overlap"] = overlap[now, now]
+                state["extra"] = sorted(set(state["extra"]) | set(s.windows_to_add(targets, state["overlap"])))
         labels = np.concatenate([state["data"]["labels"][mask], state["data"]["lagged_labels"][mask]])
         for basin, name in ((IN_A, "state_a"), (IN_B, "state_b")):
             if not np.any(labels == basin):
@@ -339,7 +351,8 @@ class Committor:
         state["records"].append({
             "n_frames": int(mask.sum()), "n_windows": int(len(np.unique(state["data"]["state"][now]))),
             "rms_change": float(change), "ess": effective_sample_size(log_w),
-            "min_overlap": float(np.min(np.diag(state["overlap"], 1))) if i > 0 and len(state["overlap"]) > 1
+            "min_overlap": float(np.min(np.diag(state["overlap"], 1)))
+            if i > 0 and state["overlap"] is not None and len(state["overlap"]) > 1
             else np.nan, "loss": float(history["validation"].min()),
             **{f"time_{k}": b - a
                for k, a, b in zip(("sampling", "mbar", "training"), clock[:-1], clock[1:], strict=True)}})

@@ -44,7 +44,7 @@ def conclude(loop, state):
     q = d["q"][mask, -1]
     r.frames = xr.Dataset(
         {"q": ("frame", q, {"long_name": "committor", "units": "1"}),
-         "log_weight": ("frame", state["log_w"], {"long_name": "MBAR log weight", "units": "1"}),
+         "log_weight": ("frame", state["log_w"], {"long_name": "log weight (MBAR or OPES)", "units": "1"}),
          "label": ("frame", d["labels"][mask], {"long_name": "basin (0 A, 1 B, -1 neither)"}),
          "target": ("frame", states[d["state"][mask], 1], {"long_name": "window target", "units": "1"}),
          "iteration": ("frame", d["iteration"][mask]),
@@ -53,7 +53,8 @@ def conclude(loop, state):
     r.windows = xr.Dataset(
         {"target": ("state", states[:, 1]), "kappa": ("state", states[:, 2], {"units": "kJ/mol"}),
          "iteration": ("state", states[:, 0].astype(int)),
-         "free_energy": ("state", state["free_energies"], {"long_name": "MBAR free energy", "units": "kT"})},
+         "free_energy": ("state", np.full(len(states), np.nan) if state["free_energies"] is None
+                         else state["free_energies"], {"long_name": "MBAR free energy", "units": "kT"})},
         attrs={"long_name": "umbrella windows"})  # fmt: skip
     r.overlap = state["overlap"]
 
@@ -93,15 +94,13 @@ def rate(loop, n_bootstrap, confidence, seed):
     log_w = frames["log_weight"].values
     k, flux = _rate(terms, q, log_w)
     state = loop._state
-    reduced = loop._reduced(state)
     windows = state["data"]["state"][state["data"]["iteration"] > 0]
     groups = [np.flatnonzero(windows == window) for window in np.unique(windows)]
     rng = np.random.default_rng(seed)
     samples = []
-    for _ in range(n_bootstrap):  # frames resampled within each window
+    for _ in range(n_bootstrap):  # frames resampled within each window (each OPES run)
         pick = np.concatenate([rng.choice(group, len(group)) for group in groups])
-        counts = np.bincount(windows[pick], minlength=len(reduced))
-        log_b, _, _ = loop.sampling.log_weights(reduced[:, pick], counts, state["free_energies"])
+        log_b = loop.sampling.log_weights(state, loop.engine.kT, pick)[0]
         samples.append(_rate(terms[pick], q[pick], log_b)[0])
     low, high = np.quantile(samples, [(1 - confidence) / 2, (1 + confidence) / 2]) if samples else (np.nan, np.nan)
     return xr.Dataset(

@@ -1,13 +1,15 @@
-"""Umbrella windows along the committor, and their recombination by MBAR.
+"""The sampling step of the committor loop: umbrella windows along q (MBAR) or OPES along q.
 
-:class:`UmbrellaWindows` is the sampling step of :class:`~mdcvkit.biasing.Committor`: it holds the
-settings and offers two calls, :meth:`UmbrellaWindows.sample` (frames in windows along the current
-committor, each followed by a short unbiased trajectory) and :meth:`UmbrellaWindows.log_weights`
-(the weight of every frame of every iteration in the unbiased density, by MBAR through pymbar).
-Another sampler (OPES along q, say) can take its place by offering the same two calls.
-The bias reaches OpenMM only through :func:`mdcvkit.biasing.add_cv_bias`.
+:class:`UmbrellaWindows` and :class:`CommittorOPES` are the two samplers of
+:class:`~mdcvkit.biasing.Committor`. Each holds its settings and offers the loop's calls:
+``targets`` (where the next iteration starts its runs), ``sample`` (frames ``X_0`` along the current
+committor, each followed by a short unbiased trajectory to ``X_τ``), ``log_weights`` (the weight of
+every biased frame of every iteration in the unbiased density: MBAR through pymbar for the windows,
+OPES's own bias for OPES) and ``windows_to_add``. The bias reaches OpenMM only through
+:func:`mdcvkit.biasing.add_cv_bias` (windows) or :class:`mdcvkit.biasing.OPES`.
 """
 
+import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,12 +20,18 @@ import torch
 from scipy.special import logsumexp
 
 from ..._checks import check_int, check_number, openmm_seed
+from ...analysis import CollectiveVariable
 from ..bias import add_cv_bias
+from ..grid import Grid
+from ..opes import OPES
+from ..reweight import effective_sample_size, opes_log_weights
 
-__all__ = ["Basin", "UmbrellaWindows", "mbar_log_weights"]
+__all__ = ["Basin", "CommittorOPES", "UmbrellaWindows", "mbar_log_weights"]
 
 #: the umbrella bias on the committor, in kJ/mol (the CV is q, dimensionless)
 UMBRELLA = "0.5*kappa*(cv0-target)^2"
+#: OPES along q biases z = logit q on [-Z_MAX, Z_MAX] (q from 3e-4 to 1 - 3e-4); beyond, no bias
+Z_MAX = 8.0
 
 
 class Basin:
@@ -157,29 +165,207 @@ class UmbrellaWindows:
             biased.setPositions(start)
             biased.setVelocitiesToTemperature(engine.temperature, openmm_seed(seed + k))
             biased.getIntegrator().step(self.n_equilibration)
-            for _ in range(self.n_samples):
-                biased.getIntegrator().step(self.stride)
-                state = biased.getState(getPositions=True, getVelocities=True)
-                x0 = state.getPositions(asNumpy=True)._value
-                free.setPositions(x0)
-                free.setVelocities(state.getVelocities())
-                free.getIntegrator().step(self.lag)
-                xt = free.getState(getPositions=True).getPositions(asNumpy=True)._value
-                positions.append(np.asarray(x0, dtype=np.float32))
-                lagged.append(np.asarray(xt, dtype=np.float32))
-                window.append(k)
+            x0, xt = _shoot(biased, biased.getIntegrator().step, free, self.n_samples, self.stride, self.lag)
+            positions += x0
+            lagged += xt
+            window += [k] * len(x0)
         return {"positions": np.asarray(positions), "lagged": np.asarray(lagged), "window": np.asarray(window),
                 "kappa": kappa}
 
-    def log_weights(self, reduced, counts, initial=None):
-        """Log weights of all frames in the unbiased density, by MBAR (see :func:`mbar_log_weights`)."""
-        return mbar_log_weights(reduced, counts, initial)
+    def log_weights(self, state, kT, pick=None):
+        """Log weights of every window frame in the unbiased density, by MBAR over all windows so far.
+
+        Parameters
+        ----------
+        state : dict
+            The loop's state: its frames (``data``: ``q`` of every model, ``iteration``, ``state``), the
+            windows (``states``: iteration, target, κ in kJ/mol) and their last free energies.
+        kT : float
+            kJ/mol.
+        pick : array_like of int, optional
+            Window frames to weigh, with repeats (a bootstrap sample); default all.
+
+        Returns
+        -------
+        log_weights, free_energies, overlap
+            As :func:`mbar_log_weights`.
+        """
+        data = state["data"]
+        mask = data["iteration"] > 0
+        iteration, target, kappa = np.array(state["states"]).T
+        q = data["q"][mask][:, iteration.astype(int) - 1].T  # q of the model each window biased
+        reduced = 0.5 * kappa[:, None] * (q - target[:, None]) ** 2 / kT
+        windows = data["state"][mask]
+        if pick is not None:
+            reduced, windows = reduced[:, pick], windows[pick]
+        n_states, known = len(state["states"]), state["free_energies"]
+        initial = None if known is None else np.concatenate([known, np.zeros(n_states - len(known))])
+        return mbar_log_weights(reduced, np.bincount(windows, minlength=n_states), initial)
 
     def windows_to_add(self, targets, overlap):
         """Midpoints of neighbouring targets whose MBAR overlap is below ``min_overlap``."""
         order = np.argsort(targets)
         return [0.5 * (targets[i] + targets[j]) for i, j in zip(order[:-1], order[1:], strict=True)
                 if overlap[i, j] < self.min_overlap]
+
+
+def _shoot(context, step, free, n_samples, stride, lag):
+    """``n_samples`` frames ``X_0`` of ``context``, ``stride`` steps apart (``step(stride)``), each followed by ``lag``
+    unbiased steps of ``free`` from its positions and velocities to ``X_τ``; two lists of (n_particles, 3) nm."""
+    positions, lagged = [], []
+    for _ in range(n_samples):
+        step(stride)
+        state = context.getState(getPositions=True, getVelocities=True)
+        x0 = state.getPositions(asNumpy=True)._value
+        free.setPositions(x0)
+        free.setVelocities(state.getVelocities())
+        free.getIntegrator().step(lag)
+        positions.append(np.asarray(x0, dtype=np.float32))
+        lagged.append(np.asarray(free.getState(getPositions=True).getPositions(asNumpy=True)._value, dtype=np.float32))
+    return positions, lagged
+
+
+@dataclass(frozen=True)
+class CommittorOPES:
+    """Settings of OPES along q, the committor loop's other sampler, and its calls.
+
+    Each iteration runs OPES (:class:`~mdcvkit.biasing.OPES`) along the current committor from a
+    frame near q = 0.5, and takes a frame ``X_0`` every ``stride`` steps, each followed by an unbiased
+    trajectory to ``X_τ``. OPES biases ``z = logit q``, the network's output before its sigmoid, on
+    ``[-8, 8]``: q itself crowds both basins into its ends, where a bias along it cannot tell frames
+    apart (Kang, Trizio and Parrinello bias z for the same reason). A frame's weight is OPES's own,
+    ``exp(β V)`` of the bias acting when it was taken (:func:`~mdcvkit.biasing.opes_log_weights`);
+    the iterations, each an estimate of the same unbiased density, are pooled in proportion to their
+    effective sample sizes. The unbiased first iteration samples as :class:`UmbrellaWindows` does.
+
+    Parameters
+    ----------
+    barrier : float, optional
+        PLUMED's ``BARRIER`` in kJ/mol, the free-energy barrier along z to flatten; default 10 kT.
+    pace : int, default 100
+        PLUMED's ``PACE``: steps between kernel depositions; a multiple of ``stride``. An iteration is
+        short (``n_samples × stride`` steps), so OPES deposits often to flatten q within it: on the
+        2-D double well, pace 100 gave the committor RMSE of the umbrella windows, pace 500 thrice
+        it (``docs/findings/committor.md``).
+    n_samples : int, default 1000
+        Frames ``X_0`` per iteration (as many as the default 11 umbrella windows of 100 give).
+    stride : int, default 50
+        Biased steps between two frames.
+    lag : int, default 20
+        Unbiased steps from each ``X_0`` to its ``X_τ``.
+    n_equilibration : int, default 1000
+        Biased steps before the first frame; a multiple of ``stride``.
+    n_bins : int, default 50
+        Bins of OPES's grid over z ∈ [-8, 8].
+    route : {"auto", "expression", "python", "torch"}, default "auto"
+        Route of the CV to OpenMM (:func:`~mdcvkit.biasing.add_cv_bias`).
+
+    Examples
+    --------
+    >>> Committor(toy, state_a=a, state_b=b, starts=starts, sampling=CommittorOPES(barrier=16.0))  # doctest: +SKIP
+
+    References
+    ----------
+    P. Kang, E. Trizio, M. Parrinello, Nat. Comput. Sci. 4, 451 (2024).
+    """
+
+    barrier: float = None
+    pace: int = 100
+    n_samples: int = 1000
+    stride: int = 50
+    lag: int = 20
+    n_equilibration: int = 1000
+    n_bins: int = 50
+    route: str = "auto"
+
+    def __post_init__(self):
+        for name in ("pace", "n_samples", "stride", "lag", "n_bins"):
+            check_int(getattr(self, name), name, 2 if name == "n_bins" else 1)
+        check_int(self.n_equilibration, "n_equilibration", 0)
+        if self.barrier is not None:
+            check_number("barrier", self.barrier, strict=True, example="16.0 (kJ/mol)")
+        for name in ("pace", "n_equilibration"):
+            if getattr(self, name) % self.stride:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of stride={self.stride}: OPES "
+                                 f"samples between its frames; pass e.g. {name}="
+                                 f"{self.stride * max(1, getattr(self, name) // self.stride)}")  # fmt: skip
+
+    def targets(self):
+        """Where an iteration starts: near q = 0.5."""
+        return np.array([0.5])
+
+    def sample(self, engine, cv, targets, starts, seed, kappa=None):
+        """Frames along ``cv`` by OPES from ``starts[0]``, each with the end of a short unbiased trajectory.
+
+        Parameters
+        ----------
+        engine : object
+            The loop's simulation engine (system, particles, integrators, basins).
+        cv : CollectiveVariable or None
+            The current committor, positions (Å) -> q; None with ``kappa=0``.
+        targets : array_like of float
+            ``targets()``; with ``kappa=0``, one per start.
+        starts : sequence of numpy.ndarray
+            Start positions (nm, all particles).
+        seed : int
+        kappa : float, optional
+            0 samples without bias from every start, as :meth:`UmbrellaWindows.sample`.
+
+        Returns
+        -------
+        dict
+            ``positions`` and ``lagged`` (n, n_particles, 3) in nm, ``window`` (n,) zeros, ``kappa`` 0 and
+            ``log_weight`` (n,), OPES's log weight of each frame within its run.
+        """
+        if kappa == 0:
+            return UmbrellaWindows(n_samples=self.n_samples, stride=self.stride, lag=self.lag,
+                                   n_equilibration=self.n_equilibration, route=self.route).sample(
+                engine, None, targets, starts, seed, kappa=0.0)  # fmt: skip
+        barrier = 10 * engine.kT if self.barrier is None else self.barrier
+        logit = copy.deepcopy(cv.model)
+        logit.encoder = logit.encoder[:-1]  # without the sigmoid: z = logit q
+        z = CollectiveVariable(cv.featurizer, logit).eval()
+        opes = OPES(engine.system, starts[0], z, Grid(-Z_MAX, Z_MAX, self.n_bins), barrier, engine.temperature,
+                    pace=self.pace, particles=engine.particles, route=self.route, integrator=engine.integrator(seed),
+                    sample_frequency=self.stride, seed=seed, verbose=False)  # fmt: skip
+        opes.run(self.n_equilibration)
+        free = engine.context(engine.system, engine.integrator(seed + 1))
+        positions, lagged = _shoot(opes.context, opes.run, free, self.n_samples, self.stride, self.lag)
+        return {"positions": np.asarray(positions), "lagged": np.asarray(lagged), "window": np.zeros(len(positions),
+                int), "kappa": 0.0, "log_weight": opes_log_weights(opes)[-len(positions):]}  # fmt: skip
+
+    def log_weights(self, state, kT, pick=None):
+        """Log weights of every biased frame in the unbiased density: each run's OPES weights, runs pooled by ESS.
+
+        Parameters
+        ----------
+        state : dict
+            The loop's state (``data``: ``log_weight`` and ``iteration`` of every frame).
+        kT : float
+            kJ/mol (unused: OPES's weights are already in kT).
+        pick : array_like of int, optional
+            Biased frames to weigh, with repeats (a bootstrap sample); default all.
+
+        Returns
+        -------
+        log_weights : numpy.ndarray
+            Normalised over the frames of iterations ≥ 1.
+        free_energies, overlap : None
+            Umbrella windows' quantities, which OPES has not.
+        """
+        data = state["data"]
+        mask = data["iteration"] > 0
+        log_w, iteration = data["log_weight"][mask], data["iteration"][mask]
+        if pick is not None:
+            log_w, iteration = log_w[pick], iteration[pick]
+        for i in np.unique(iteration):
+            run = iteration == i
+            log_w[run] += np.log(effective_sample_size(log_w[run])) - logsumexp(log_w[run])
+        return log_w - logsumexp(log_w), None, None
+
+    def windows_to_add(self, targets, overlap):
+        """None: OPES has no windows."""
+        return []
 
 
 def _mbar(reduced, counts, initial):
