@@ -6,16 +6,17 @@ and returns the axes (or an array of axes for figure grids). Axis labels come
 from the ``long_name`` and ``units`` attributes of the xarray objects.
 """
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
 from .ensembles import _grid
+from .systems import MOLAR_GAS_CONSTANT
 
 __all__ = ["loss", "free_energy_surface", "ramachandran", "implied_timescales", "ck_test"]
 
-#: kT at 300 K in kJ/mol.
-KT_300K = 2.494339
 
 
 def _axes(ax):
@@ -65,7 +66,7 @@ def loss(history, ax=None, **kwargs):
     return ax
 
 
-def free_energy_surface(cv, ax=None, kT=KT_300K, bins=60, weights=None, levels=20, **kwargs):
+def free_energy_surface(cv, ax=None, *, temperature=300.0, bins=60, weights=None, levels=20, kT=None, **kwargs):
     """Free energy F = -kT ln p along a 1-D or 2-D CV, zero at its minimum.
 
     Parameters
@@ -73,8 +74,10 @@ def free_energy_surface(cv, ax=None, kT=KT_300K, bins=60, weights=None, levels=2
     cv : xarray.DataArray or array_like, shape (n_frames,) or (n_frames, n_cv)
         CV time series (``results.cv``); the first two components are used.
     ax : matplotlib.axes.Axes, optional
-    kT : float, default 2.494 (300 K)
-        Thermal energy in kJ/mol.
+    temperature : float, default 300.0
+        K; kT = R T sets the energy scale (kJ/mol).
+    kT : float, optional
+        Deprecated: the thermal energy in kJ/mol, instead of ``temperature`` (DeprecationWarning).
     bins : int, default 60
         Histogram bins per dimension.
     weights : array_like, shape (n_frames,), optional
@@ -93,9 +96,11 @@ def free_energy_surface(cv, ax=None, kT=KT_300K, bins=60, weights=None, levels=2
     from .training import normalize_weights
 
     values = _as_2d(cv, "cv")
-    if isinstance(kT, (bool, str)):
-        raise ValueError(f"kT={kT!r} must be a thermal energy in kJ/mol, e.g. kT=2.494 (300 K)")
-    kT = check_number("kT", kT, strict=True, example="2.494 (kJ/mol at 300 K)")
+    if kT is None:
+        kT = MOLAR_GAS_CONSTANT * check_number("temperature", temperature, strict=True, example="300 (K)")
+    else:
+        warnings.warn("kT= is deprecated: pass temperature= in K (kT = R T)", DeprecationWarning, stacklevel=2)
+        kT = check_number("kT", kT, strict=True, example="2.494 (kJ/mol at 300 K)")
     check_int(bins, "bins", fix="pass the number of histogram bins per dimension, e.g. bins=60")
     weights = normalize_weights(len(values), weights)
     ax = _axes(ax)

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from mdcvkit import plot  # noqa: E402
+from mdcvkit.systems import MOLAR_GAS_CONSTANT  # noqa: E402
 
 
 def test_loss_plot_marks_best_epoch():
@@ -24,12 +25,15 @@ def test_loss_plot_marks_best_epoch():
 def test_free_energy_1d_is_minus_kt_log_p():
     rng = np.random.default_rng(0)
     x = rng.normal(size=200_000)
-    ax = plot.free_energy_surface(x, kT=1.0, bins=41)
+    ax = plot.free_energy_surface(x, temperature=1.0 / MOLAR_GAS_CONSTANT, bins=41)  # kT = 1 kJ/mol
     centres, energy = ax.get_lines()[0].get_data()
     inside = np.abs(centres) < 2
     # harmonic well: F = x²/2 up to a constant, zero at the minimum
     np.testing.assert_allclose(energy[inside], centres[inside] ** 2 / 2 - (centres[inside] ** 2 / 2).min(),
                                atol=0.08)
+    with pytest.warns(DeprecationWarning, match="pass temperature= in K"):
+        old = plot.free_energy_surface(x, kT=1.0, bins=41)
+    np.testing.assert_allclose(old.get_lines()[0].get_ydata(), energy)
     plt.close("all")
 
 

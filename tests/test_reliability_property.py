@@ -68,9 +68,9 @@ def test_knn_score(cv, targets, n_neighbors):
 
 
 @SETTINGS
-@given(cv=junk, kT=junk, bins=junk, weights=junk)
-def test_free_energy_surface(cv, kT, bins, weights):
-    _only_documented(lambda: plot.free_energy_surface(cv, kT=kT, bins=bins, weights=weights))
+@given(cv=junk, temperature=junk, bins=junk, weights=junk)
+def test_free_energy_surface(cv, temperature, bins, weights):
+    _only_documented(lambda: plot.free_energy_surface(cv, temperature=temperature, bins=bins, weights=weights))
 
 
 @SETTINGS
