@@ -7,6 +7,7 @@ committor and transition-path-theory rate come from the generator on a 161² gri
 import warnings
 
 import numpy as np
+import openmm
 import pytest
 from committor_cases import exact_committor
 from scipy.special import logsumexp
@@ -211,3 +212,10 @@ def test_opes_sampler_bad_input(toy):
         _loop(toy, sampling={"sampler": "metad"})
     with pytest.raises(TypeError, match="sampling must be an UmbrellaWindows, a CommittorOPES or a dict"):
         _loop(toy, sampling=42)
+
+
+def test_rate_uses_the_friction_of_the_dynamics_run(toy):
+    """The reactive flux's kT/(mγ) takes γ from the integrator passed, the toy's own otherwise."""
+    integrator = openmm.BrownianIntegrator(toy.temperature, 2 * toy.friction, 0.001)
+    assert _loop(toy, integrator=integrator).engine.friction == pytest.approx(2 * toy.friction)
+    assert _loop(toy).engine.friction == toy.friction

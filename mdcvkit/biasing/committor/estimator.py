@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import openmm
+import openmm.unit as unit
 import torch
 from MDAnalysis.analysis.base import Results
 
@@ -66,7 +67,10 @@ class _Engine:
         self.toy, self.system, self.particles = toy, system, particles
         self.temperature, self.kT = temperature, MOLAR_GAS_CONSTANT * temperature
         self.template, self.state_a, self.state_b = integrator, state_a, state_b
-        self.friction = toy.friction if toy is not None else (integrator.getFriction() if integrator else 1.0)
+        if integrator is not None and hasattr(integrator, "getFriction"):  # the dynamics run: its friction, 1/ps
+            self.friction = integrator.getFriction().value_in_unit(unit.picosecond**-1)
+        else:
+            self.friction = toy.friction if toy is not None else 1.0
         self.masses = np.array([system.getParticleMass(int(p))._value for p in particles])
 
     def integrator(self, seed, system=None, bias=None):
