@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import openmm
 import pytest
+import torch
 from committor_cases import exact_committor
 from scipy.special import logsumexp
 
@@ -219,3 +220,13 @@ def test_rate_uses_the_friction_of_the_dynamics_run(toy):
     integrator = openmm.BrownianIntegrator(toy.temperature, 2 * toy.friction, 0.001)
     assert _loop(toy, integrator=integrator).engine.friction == pytest.approx(2 * toy.friction)
     assert _loop(toy).engine.friction == toy.friction
+
+
+def test_state_file_of_another_loop_is_refused(toy, tmp_path):
+    path = tmp_path / "febilae.pt"
+    torch.save({"version": 2, "records": [], "fingerprint": {}}, path)  # what IterativeCVLearning writes
+    with pytest.raises(ValueError, match="is not a Committor state"):
+        _loop(toy, state_file=path).run()
+    torch.save({"kind": "mdcvkit.Committor", "version": 1, "records": []}, path)
+    with pytest.raises(ValueError, match="has layout 1, written by another mdcvkit version"):
+        _loop(toy, state_file=path).run()

@@ -13,7 +13,7 @@ import xarray as xr
 from MDAnalysis.coordinates.memory import MemoryReader
 
 from .._checks import openmm_seed
-from .._io import atomic_path
+from .._io import atomic_path, load_torch
 from .._params import check_fingerprint, data_digest
 from ..export.openmm import NM_TO_ANGSTROM, module_dtype
 
@@ -131,19 +131,20 @@ def save_state(path, state):
         torch.save(state, tmp)
 
 
-def load_state(path, fingerprint):
-    """The state in ``path``, checked: an IterativeCVLearning state of this layout, written for ``fingerprint``."""
-    try:
-        state = torch.load(path, weights_only=False)
-    except Exception as err:  # torch raises several kinds for truncated or foreign files
-        raise ValueError(f"state_file={str(path)!r} is not an IterativeCVLearning state ({type(err).__name__}); "
-                         f"pass another path or delete it") from err  # fmt: skip
-    if not isinstance(state, dict) or "records" not in state:
-        raise ValueError(f"state_file={str(path)!r} is not an IterativeCVLearning state; pass another path or "
-                         f"delete it")  # fmt: skip
-    if state.get("version") != STATE_VERSION:
+def load_state(path, fingerprint, kind="IterativeCVLearning", version=STATE_VERSION):
+    """The state in ``path``, checked: a ``kind`` loop's state of layout ``version``, written for ``fingerprint``.
+
+    A state names its loop in ``state["kind"]`` (``"mdcvkit.<kind>"``); IterativeCVLearning's states
+    predate the key and go without it.
+    """
+    what = f"{'an' if kind[0] in 'AEIOU' else 'a'} {kind} state"
+    state = load_torch(path, f"{what} file", "state_file", weights_only=False)
+    written_by = state.get("kind", "mdcvkit.IterativeCVLearning") if isinstance(state, dict) else None
+    if written_by != f"mdcvkit.{kind}" or "records" not in state:
+        raise ValueError(f"state_file={str(path)!r} is not {what}; pass another path or delete it")
+    if state.get("version") != version:
         raise ValueError(f"state_file={str(path)!r} has layout {state.get('version')!r}, written by another mdcvkit "
-                         f"version; this one reads layout {STATE_VERSION}: delete it to start afresh, or pass "
+                         f"version; this one reads layout {version}: delete it to start afresh, or pass "
                          f"another path")  # fmt: skip
     check_fingerprint(state["fingerprint"], fingerprint, path, "state_file")
     return state

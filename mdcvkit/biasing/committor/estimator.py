@@ -18,14 +18,14 @@ import torch
 from MDAnalysis.analysis.base import Results
 
 from ..._checks import check_int, check_number, check_seed, openmm_seed
-from ..._io import as_path, load_torch
-from ..._params import check_fingerprint, plain
+from ..._io import as_path
+from ..._params import plain
 from ..._progress import progress_bar, resolve_verbose
 from ...analysis import CollectiveVariable
 from ...export.openmm import NM_TO_ANGSTROM, positions_nm
 from ...features import Featurizer, Positions
 from ...training import Trainer
-from .._febilae import iteration_seed, module_fingerprint, openmm_fingerprint, save_state
+from .._febilae import iteration_seed, load_state, module_fingerprint, openmm_fingerprint, save_state
 from ..bias import bias_integrator, check_particles, default_platform
 from ..eabf import MOLAR_GAS_CONSTANT, _temperature_kelvin
 from ..reweight import effective_sample_size
@@ -273,15 +273,6 @@ class Committor:
                                          default if self.integrator is None else self.integrator),
         })  # fmt: skip
 
-    def _load(self):
-        state = load_torch(self.state_file, "a Committor state file", "state_file", weights_only=False)
-        if not isinstance(state, dict) or state.get("kind") != "mdcvkit.Committor" \
-                or state.get("version") != STATE_VERSION:
-            raise ValueError(f"state_file={str(self.state_file)!r} is not a Committor state of layout {STATE_VERSION}; "
-                             "pass another path or delete it to start afresh")  # fmt: skip
-        check_fingerprint(state["fingerprint"], self._fingerprint(), self.state_file, "state_file")
-        return state
-
     # --- the loop ----------------------------------------------------------------------------------------
     def run(self):
         """Run the loop (or resume it from ``state_file``).
@@ -297,7 +288,7 @@ class Committor:
             When a basin is never reached, basins overlap, or MBAR does not converge.
         """
         if self.state_file is not None and self.state_file.exists():
-            state = self._load()
+            state = load_state(self.state_file, self._fingerprint(), "Committor", STATE_VERSION)
             logger.info("resuming from %s after iteration %d", self.state_file, len(state["records"]) - 1)
         else:
             state = {"kind": "mdcvkit.Committor", "version": STATE_VERSION, "fingerprint": self._fingerprint(),
