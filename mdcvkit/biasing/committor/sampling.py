@@ -245,8 +245,8 @@ class CommittorOPES:
     pace : int, default 100
         PLUMED's ``PACE``: steps between kernel depositions; a multiple of ``stride``. An iteration is
         short (``n_samples × stride`` steps), so OPES deposits often to flatten q within it: on the
-        2-D double well, pace 100 gave the committor RMSE of the umbrella windows, pace 500 thrice
-        it (``docs/findings/committor.md``).
+        2-D double well, pace 500 gave twice the committor RMSE of pace 100
+        (``docs/findings/committor.md``).
     n_samples : int, default 1000
         Frames ``X_0`` per iteration (as many as the default 11 umbrella windows of 100 give).
     stride : int, default 50
