@@ -20,7 +20,8 @@ The eABF stage is timed twice, in one run: with the "python" route's evaluator a
 CV's NumPy form, :mod:`mdcvkit.export.numpy`) and with the torch evaluator it used before (torch
 forward and autograd per step, :class:`mdcvkit.export.TorchCVEvaluator`); the latter on a fifth of
 the steps and scaled, as it is five times slower. Timings depend on the machine and its load;
-compare stages from the same run.
+compare stages from the same run. Times are the CPU time of the (single-threaded) process, which
+contention from other processes on the machine does not inflate much, unlike wall time.
 """
 
 import argparse
@@ -47,9 +48,11 @@ from mdcvkit.metrics import knn_regscore, regscore  # noqa: E402
 
 
 def timed(function, *args, **kwargs):
-    start = time.perf_counter()
+    """``function(*args, **kwargs)`` and the CPU seconds of this process it took (one thread: the cost on an
+    idle core, whatever else the machine runs)."""
+    start = time.process_time()
     out = function(*args, **kwargs)
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def main():
@@ -81,22 +84,22 @@ def main():
     log_w, t_weights = timed(loop._log_weights, run)
     ess = effective_sample_size(log_w)
     cv1, t_train = timed(loop._train, positions, log_w, 1)
-    start = time.perf_counter()
+    start = time.process_time()
     weights = np.exp(log_w)
     before, after = cv_values(cv0, positions), cv_values(cv1, positions)
     score, knn = regscore(before, after, weights=weights), knn_regscore(before, after, weights=weights)
     reference = loop._reference_score(cv1, positions, weights)
-    t_scores = time.perf_counter() - start
-    start = time.perf_counter()
+    t_scores = time.process_time() - start
+    start = time.process_time()
     next_grid = loop._grid(cv1, positions)
     histogram_pmf(cv_values(cv1, positions), log_w, next_grid, loop.kT)
-    t_rest = time.perf_counter() - start
+    t_rest = time.process_time() - start
 
     stages = [("eABF (set-up, sampling, CZAR)", t_eabf), ("weights and ESS", t_weights),
               (f"training ({args.n_models} autoencoders)", t_train), ("scores (regscore, kNN, vs (φ, ψ))", t_scores),
               ("bookkeeping (PMF, next grid)", t_rest)]  # fmt: skip
     total = sum(t for _, t in stages)
-    table = [("stage of iteration 1", "seconds", "share")]
+    table = [("stage of iteration 1", "CPU seconds", "share")]
     table += [(name, f"{t:.1f}", f"{t / total:.0%}") for name, t in stages]
     table.append(("one biased iteration", f"{total:.1f}", "100%"))
     torch_eabf = t_torch * steps / short
