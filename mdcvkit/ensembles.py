@@ -1,9 +1,9 @@
-"""Compare a generated ensemble with a reference (MD) ensemble: :func:`compare_ensembles`.
+"""Compare a generated ensemble with a reference (MD) ensemble: the implementation of
+:func:`mdcvkit.metrics.compare_ensembles`, its one public home.
 
 Distribution distances (RMSD, RMSF, PCA, backbone dihedrals, pairwise distances, free-energy surfaces
 on the reference's TICA), each with an MD-vs-MD baseline and bootstrap intervals, covalent geometry
-(:func:`mdcvkit.repair.structure_quality`) and paired reconstruction scores. Also available as
-``mdcvkit.metrics.compare_ensembles``.
+(:func:`mdcvkit.repair.structure_quality`) and paired reconstruction scores.
 """
 
 import warnings
@@ -13,7 +13,7 @@ import numpy as np
 from ._checks import check_int, select_atoms
 from .frames import in_memory, read_frames, same_frame
 
-__all__ = ["compare_ensembles", "TICA_FEATURES"]
+__all__ = ["TICA_FEATURES"]  # compare_ensembles is public as mdcvkit.metrics.compare_ensembles
 
 # Every distribution distance is written once, as a function of two frame weight vectors over the
 # pooled frames (reference frames first, then generated ones). The comparison, the baseline (first

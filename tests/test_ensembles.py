@@ -8,7 +8,7 @@ from MDAnalysis.coordinates.memory import MemoryReader
 from scipy.spatial.transform import Rotation
 from scipy.stats import wasserstein_distance
 
-from mdcvkit.ensembles import compare_ensembles
+from mdcvkit.metrics import compare_ensembles
 from mdcvkit.frames import in_memory as _ensemble
 
 SCALARS = ["rmsd_jsd", "rmsd_wasserstein", "rmsf_pearson", "rmsf_ratio_mean", "pca_jsd",
