@@ -8,8 +8,8 @@ from MDAnalysis.coordinates.memory import MemoryReader
 from scipy.spatial.transform import Rotation
 from scipy.stats import wasserstein_distance
 
-from mdcvkit.metrics import compare_ensembles
 from mdcvkit.frames import in_memory as _ensemble
+from mdcvkit.metrics import compare_ensembles
 
 SCALARS = ["rmsd_jsd", "rmsd_wasserstein", "rmsf_pearson", "rmsf_ratio_mean", "pca_jsd",
            "pca_variance_reference", "pca_variance_generated", "pca_rmsip", "distance_wasserstein_mean",
