@@ -1,7 +1,8 @@
 """FEBILAE on vacuum alanine dipeptide with an average of autoencoders per iteration (tutorial 05).
 
 The loops of the section "Averaging autoencoders per iteration (`n_models`)" of
-``05_iterative_learning.ipynb``, which take hours on two cores and so are not run by the notebook::
+``05_iterative_learning.ipynb``, which take about 47 minutes of one core each and so are not run by the
+notebook::
 
     .venv/bin/python tutorials/febilae_alanine.py --seed 0 --kappa 100   # converged at iteration 3
     .venv/bin/python tutorials/febilae_alanine.py --seed 3 --kappa 40
