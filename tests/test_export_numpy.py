@@ -78,3 +78,15 @@ def test_the_module_is_read_once_and_left_as_it_is():
     with torch.no_grad():
         cv.model.encoder[0].weight.mul_(2.0)
     np.testing.assert_array_equal(numpy_cv(POSITIONS[1].astype(float))[0], before)
+
+
+def test_a_degenerate_fit_is_named_not_a_bare_linear_algebra_error(monkeypatch):
+    """Where the Kabsch fit's derivative cannot be solved, the error says why (a FEBILAE seed hit this)."""
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    evaluator = NumpyCVEvaluator(random_cv(FEATURIZERS["aligned"]), 2)
+    monkeypatch.setattr(np.linalg, "solve", singular)
+    with pytest.raises(FloatingPointError, match="Singular matrix.*best rotation of a Kabsch fit is not unique"):
+        evaluator(POSITIONS[0] / 10.0)

@@ -201,7 +201,8 @@ class TorchCVEvaluator:
         Raises
         ------
         FloatingPointError
-            If the positions are not finite (the simulation blew up).
+            If the positions are not finite (the simulation blew up), or the CV has no gradient there
+            (a linear solve of the Kabsch fit's derivative failed: its best rotation is not unique).
         """
         positions_nm = np.ascontiguousarray(positions_nm, dtype=float)
         key = positions_nm.tobytes()
@@ -212,7 +213,14 @@ class TorchCVEvaluator:
                 "the positions are not finite: the simulation blew up before the CV was evaluated; lower the "
                 "time step, the bias stride or the force constant of the bias"
             )
-        values, jacobian = self._evaluate(positions_nm * NM_TO_ANGSTROM)
+        try:
+            values, jacobian = self._evaluate(positions_nm * NM_TO_ANGSTROM)
+        except (np.linalg.LinAlgError, torch.linalg.LinAlgError) as err:  # e.g. a Kabsch fit with no unique rotation
+            raise FloatingPointError(
+                f"the CV has no gradient at these positions ({err}): where the best rotation of a Kabsch fit is not "
+                f"unique, a CV on aligned coordinates is undefined (mdcvkit.features.AlignedPositions) and the bias "
+                f"pushed the system there; lower kappa, fit on more atoms, or use body-frame coordinates"
+            ) from err
         result = values, jacobian * NM_TO_ANGSTROM
         self._last = (key, result)
         return result
