@@ -201,7 +201,12 @@ def _namespace(array):
 def _kabsch_centre(positions, reference, weights):
     """Normalised weights ``(1, n_atoms, 1)``, the centred reference and the centred frames."""
     w = (weights / weights.sum())[None, :, None]
-    return w, reference - (w[0] * reference).sum(0), positions - (w * positions).sum(1, keepdims=True)
+    return w, reference - (w[0] * reference).sum(0), _centred(positions, w)
+
+
+def _centred(positions, w):
+    """Frames ``(n_frames, n_atoms, 3)`` minus their centroids under the normalised weights ``w``."""
+    return positions - (w * positions).sum(1, keepdims=True)
 
 
 def _kabsch_rotation(centred, ref, w):
@@ -375,11 +380,12 @@ class AlignedPositions(Featurizer):
         return aligned.flatten(1)
 
     def to_numpy(self):
-        reference, weights = self.reference.double().numpy(), self.weights.double().numpy()
         atoms = self.atoms
+        w, ref, _ = _kabsch_centre(self.reference.double().numpy()[None], self.reference.double().numpy(),
+                                   self.weights.double().numpy())  # fmt: skip
 
         def features(positions):
-            w, ref, centred = _kabsch_centre(positions[None], reference, weights)
+            centred = _centred(positions[None], w)
             covariance, rotation = _kabsch_rotation(centred, ref, w)
             aligned = centred @ rotation
 

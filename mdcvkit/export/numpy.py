@@ -128,6 +128,7 @@ class NumpyCV:
         featurizer, self.mean, self.std, layers = network_layers(cv)
         self.features = featurizer.to_numpy()
         self.n_atoms = featurizer.n_atoms
+        self._identity = np.eye(int(cv.n_cv))
         self.layers = []
         for layer in layers:
             if isinstance(layer, nn.Linear):
@@ -166,7 +167,7 @@ class NumpyCV:
                 x, h = h, a(h)
                 if b is not None:
                     tape.append((None, b(x, h)))
-        grad = np.eye(len(h))
+        grad = self._identity
         for weight, slope in reversed(tape):
             grad = grad @ weight if weight is not None else grad * slope
         return h, pullback(grad / self.std)
