@@ -1,7 +1,7 @@
 """FEBILAE on vacuum alanine dipeptide with an average of autoencoders per iteration (tutorial 05).
 
 The loops of the section "Averaging autoencoders per iteration (`n_models`)" of
-``05_iterative_learning.ipynb``, which take about 47 minutes of one core each and so are not run by the
+``05_iterative_learning.ipynb``, which take 40-47 minutes of one core each and so are not run by the
 notebook::
 
     .venv/bin/python tutorials/febilae_alanine.py --seed 0 --kappa 100   # converged at iteration 3
