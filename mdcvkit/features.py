@@ -200,8 +200,14 @@ def _namespace(array):
 
 def _kabsch_centre(positions, reference, weights):
     """Normalised weights ``(1, n_atoms, 1)``, the centred reference and the centred frames."""
+    w, ref = _kabsch_reference(reference, weights)
+    return w, ref, _centred(positions, w)
+
+
+def _kabsch_reference(reference, weights):
+    """Normalised weights ``(1, n_atoms, 1)`` and the reference centred on its weighted centroid."""
     w = (weights / weights.sum())[None, :, None]
-    return w, reference - (w[0] * reference).sum(0), _centred(positions, w)
+    return w, reference - (w[0] * reference).sum(0)
 
 
 def _centred(positions, w):
@@ -381,8 +387,7 @@ class AlignedPositions(Featurizer):
 
     def to_numpy(self):
         atoms = self.atoms
-        w, ref, _ = _kabsch_centre(self.reference.double().numpy()[None], self.reference.double().numpy(),
-                                   self.weights.double().numpy())  # fmt: skip
+        w, ref = _kabsch_reference(self.reference.double().numpy(), self.weights.double().numpy())
 
         def features(positions):
             centred = _centred(positions[None], w)

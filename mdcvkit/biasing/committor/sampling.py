@@ -108,9 +108,8 @@ class UmbrellaWindows:
     route: str = "auto"
 
     def __post_init__(self):
-        for name in ("n_windows", "n_samples", "stride", "lag"):
-            check_int(getattr(self, name), name, 2 if name == "n_windows" else 1)
-        check_int(self.n_equilibration, "n_equilibration", 0)
+        check_int(self.n_windows, "n_windows", 2)
+        _check_shooting(self)
         if self.kappa is not None:
             check_number("kappa", self.kappa, strict=True, example="500 (kJ/mol)")
         if not 0 <= check_number("min_overlap", self.min_overlap, example="0.03") < 1:
@@ -209,6 +208,13 @@ class UmbrellaWindows:
                 if overlap[i, j] < self.min_overlap]
 
 
+def _check_shooting(settings):
+    """Check the settings both samplers share: frames, their spacing and lag, the equilibration (steps)."""
+    for name in ("n_samples", "stride", "lag"):
+        check_int(getattr(settings, name), name, 1)
+    check_int(settings.n_equilibration, "n_equilibration", 0)
+
+
 def _shoot(context, step, free, n_samples, stride, lag):
     """``n_samples`` frames ``X_0`` of ``context``, ``stride`` steps apart (``step(stride)``), each followed by ``lag``
     unbiased steps of ``free`` from its positions and velocities to ``X_τ``; two lists of (n_particles, 3) nm."""
@@ -279,9 +285,9 @@ class CommittorOPES:
     route: str = "auto"
 
     def __post_init__(self):
-        for name in ("pace", "n_samples", "stride", "lag", "n_bins"):
-            check_int(getattr(self, name), name, 2 if name == "n_bins" else 1)
-        check_int(self.n_equilibration, "n_equilibration", 0)
+        check_int(self.pace, "pace", 1)
+        check_int(self.n_bins, "n_bins", 2)
+        _check_shooting(self)
         if self.barrier is not None:
             check_number("barrier", self.barrier, strict=True, example="16.0 (kJ/mol)")
         for name in ("pace", "n_equilibration"):
