@@ -6,7 +6,7 @@ Modules: :mod:`~mdcvkit.biasing.bias` (a bias ``U(ξ)`` in an OpenMM System, eva
 (extended ABF with the CZAR estimator), :mod:`~mdcvkit.biasing.opes` (OPES through openmm-opes),
 :mod:`~mdcvkit.biasing.reweight` (per-frame weights of
 biased frames), :mod:`~mdcvkit.biasing.settings` and :mod:`~mdcvkit.biasing.iterative` (the FEBILAE loop),
-:mod:`~mdcvkit.biasing.committor` (committor learning with umbrella windows along q and MBAR, or OPES along q).
+:mod:`~mdcvkit.biasing.committor` (committor learning with umbrella windows or OPES along logit q, MBAR).
 The CV reaches OpenMM through :mod:`mdcvkit.export`, the one place a CV leaves torch.
 """
 

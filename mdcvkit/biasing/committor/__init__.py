@@ -1,7 +1,7 @@
-"""Committor learning with adaptive importance sampling (umbrella windows along q, MBAR, variational loss).
+"""Committor learning with adaptive importance sampling (umbrella windows along logit q, MBAR, variational loss).
 
 Modules: :mod:`~mdcvkit.biasing.committor.model` (the committor network and its loss),
-:mod:`~mdcvkit.biasing.committor.sampling` (basins, umbrella windows and MBAR, OPES along q),
+:mod:`~mdcvkit.biasing.committor.sampling` (basins, umbrella windows and MBAR, OPES along logit q),
 :mod:`~mdcvkit.biasing.committor.estimator` (the loop, :class:`Committor`),
 :mod:`~mdcvkit.biasing.committor.plot` (figures).
 """

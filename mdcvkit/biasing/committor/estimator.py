@@ -16,6 +16,7 @@ import openmm
 import openmm.unit as unit
 import torch
 from MDAnalysis.analysis.base import Results
+from scipy.special import expit
 
 from ..._checks import check_int, check_number, check_seed, openmm_seed
 from ..._io import as_path
@@ -56,7 +57,7 @@ def _sampling(sampling):
     samplers = {"umbrella": UmbrellaWindows, "opes": CommittorOPES}
     if kind not in samplers:
         raise ValueError(f"sampling['sampler']={kind!r} is not a sampler of the committor loop; pass 'umbrella' "
-                         f"(windows along q, MBAR) or 'opes' (OPES along q)")  # fmt: skip
+                         f"(windows along logit q, MBAR) or 'opes' (OPES along logit q)")  # fmt: skip
     return samplers[kind](**settings)
 
 
@@ -72,6 +73,13 @@ class _Engine:
         else:
             self.friction = toy.friction if toy is not None else 1.0
         self.masses = np.array([system.getParticleMass(int(p))._value for p in particles])
+        dynamics = self.integrator(1, system)
+        self.brownian = isinstance(dynamics, openmm.BrownianIntegrator)
+        self.step_size = dynamics.getStepSize().value_in_unit(unit.picosecond)
+
+    def lag_time(self, lag):
+        """τ in ps of ``lag`` steps."""
+        return lag * self.step_size
 
     def integrator(self, seed, system=None, bias=None):
         if self.toy is not None and self.template is None:
@@ -97,10 +105,10 @@ class _Engine:
 
 
 class Committor:
-    """Learn the committor q(x) of A → B with umbrella windows along q, MBAR and the variational loss.
+    """Learn the committor q(x) of A → B with umbrella windows along logit q, MBAR and the variational loss.
 
     0. Unbiased frames from each start in ``starts`` (one in A and one in B at least) train q₀.
-    1. Iteration i ≥ 1: umbrella windows along q_{i−1} (``sampling``), each frame ``X_0`` followed by
+    1. Iteration i ≥ 1: umbrella windows along z = logit q_{i−1} (``sampling``), each frame ``X_0`` followed by
        an unbiased trajectory to ``X_τ``; the windows of all iterations are recombined by MBAR; q_i is
        fitted from q_{i−1} on every window frame with its MBAR weight (:func:`fit_committor`); windows
        are added where neighbours overlap poorly.
@@ -126,7 +134,7 @@ class Committor:
         Default the toy's Brownian one, else LangevinMiddle (1/ps, 2 fs).
     sampling : UmbrellaWindows, CommittorOPES or dict, optional
         The sampler and its settings; a dict of settings with ``"sampler"``: ``"umbrella"`` (default,
-        windows along q recombined by MBAR) or ``"opes"`` (OPES along q, its own weights).
+        windows along logit q recombined by MBAR) or ``"opes"`` (OPES along logit q, its own weights).
     model : dict, optional
         Settings of :class:`CommittorModel` (``hidden``, ``activation``, ``boundary_weight``).
     trainer : dict, optional
@@ -221,8 +229,9 @@ class Committor:
 
     @staticmethod
     def _q(model, features):
+        """q in float64 from the network's float32 logit, so that ``logit(q)`` gives z back in the basins."""
         with torch.no_grad():
-            return model.encode(torch.as_tensor(features, dtype=torch.float32))[:, 0].double().numpy()
+            return expit(model.logit(torch.as_tensor(features, dtype=torch.float32))[:, 0].double().numpy())
 
     def _add(self, state, samples, iteration):
         """Append a sample's frames to ``state["data"]``, with q of every model so far on them."""
@@ -312,7 +321,7 @@ class Committor:
         s = self.sampling
         clock = [time.perf_counter()]
         if i == 0:
-            samples = s.sample(self.engine, None, np.zeros(len(self.starts)), self.starts, seed, kappa=0.0)
+            samples = s.sample(self.engine, None, np.full(len(self.starts), 0.5), self.starts, seed, kappa=0.0)
             self._add(state, samples, 0)
             clock.append(time.perf_counter())
             mask = state["data"]["iteration"] == 0
@@ -354,9 +363,45 @@ class Committor:
         logger.info("iteration %d: %d frames, RMS change of q %.4f", i, mask.sum(), change)
 
     # --- outputs -----------------------------------------------------------------------------------------
-    def rate(self, n_bootstrap=100, confidence=0.95, seed=0):
-        """Rate constant k_AB from the reactive flux, with a bootstrap interval (see :func:`reactive_flux`)."""
-        return outputs.rate(self, n_bootstrap, confidence, seed)
+    def rate(self, n_bootstrap=100, confidence=0.95, seed=0, flux="auto"):
+        """Rate constant k_AB of transition-path theory, ``ν / Σ π (1 − q)``, with a bootstrap interval.
+
+        π is the unbiased density of the window frames (their MBAR or OPES weights); q is clamped to
+        0 on A and 1 on B.
+
+        Parameters
+        ----------
+        n_bootstrap : int, default 100
+            Resamples of the frames, within each window (each OPES run).
+        confidence : float, default 0.95
+            Level of the percentile interval.
+        seed : int, default 0
+        flux : {"auto", "generator", "lagged"}, default "auto"
+            The reactive flux ν (1/ps). ``"generator"``: ``⟨Σ_i kT/(m_i γ) |∇_i q|²⟩``, exact for
+            overdamped (Brownian) dynamics and biased for Langevin dynamics, whose inertia it ignores.
+            ``"lagged"``: ``⟨(q(X_τ) − q(X_0))²⟩ / 2τ`` over the loop's own unbiased trajectories
+            ``X_0 → X_τ`` (τ = ``lag`` steps): the reactive flux of the dynamics seen every τ, right
+            for any dynamics once τ exceeds its velocity memory (≈ 1/γ) and the time to cross the
+            barrier top. ``"auto"``: generator for a Brownian integrator, lagged otherwise.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``rate``, ``low``, ``high`` (1/ps), ``flux`` (1/ps) and ``p_a``, the probability of
+            having last visited A; attributes ``flux`` (the estimator used) and ``friction``.
+
+        Raises
+        ------
+        ValueError
+            Before :meth:`run`, for a ``confidence`` outside (0, 1) or an unknown ``flux``.
+
+        References
+        ----------
+        W. E, E. Vanden-Eijnden, Annu. Rev. Phys. Chem. 61, 391 (2010) (transition-path theory);
+        P. Metzner, C. Schütte, E. Vanden-Eijnden, Multiscale Model. Simul. 7, 1192 (2009)
+        (its discrete-time form).
+        """
+        return outputs.rate(self, n_bootstrap, confidence, seed, flux)
 
     def transition_states(self, lower=0.45, upper=0.55):
         """Frames with ``lower <= q <= upper`` (see :func:`transition_state_ensemble`)."""

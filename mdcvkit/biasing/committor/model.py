@@ -2,7 +2,7 @@
 
 A committor is a :class:`~mdcvkit.analysis.CollectiveVariable` like every CV: positions (Å) ->
 featurizer -> :class:`CommittorModel` (normalisation -> MLP -> sigmoid) -> q in [0, 1]. It
-compiles to an OpenMM expression wherever the featurizer does, so umbrella windows along q bias
+compiles to an OpenMM expression wherever the featurizer does, so umbrella windows along logit q bias
 through :func:`mdcvkit.biasing.add_cv_bias`.
 
 The loss is the time-discrete form of the variational principle for the committor (Dirichlet
@@ -25,6 +25,8 @@ G. M. Rotskoff, A. R. Mitchell, E. Vanden-Eijnden, "Active importance sampling f
 objectives dominated by rare events: consequences for optimization and generalization",
 Proceedings of Machine Learning Research 145, 757 (2022).
 """
+
+import copy
 
 import numpy as np
 import torch
@@ -86,6 +88,16 @@ class CommittorModel(nn.Module):
     def encode(self, x):
         """Committor of raw features ``x`` (n_frames, n_features) -> (n_frames, 1)."""
         return self.encoder(self.normalization(x))
+
+    def logit(self, x):
+        """``z = logit q`` of raw features ``x`` (n_frames, n_features) -> (n_frames, 1), before the sigmoid."""
+        return self.encoder[:-1](self.normalization(x))
+
+    def logit_model(self):
+        """A copy whose output is ``z = logit q`` (the samplers bias z, not q)."""
+        logit = copy.deepcopy(self)
+        logit.encoder = logit.encoder[:-1]
+        return logit
 
     def forward(self, x):
         return self.encode(x)

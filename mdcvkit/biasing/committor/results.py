@@ -77,22 +77,40 @@ def flux_terms(loop, frames):
     return np.where(frames["label"].values == NEITHER, terms, 0.0)
 
 
+def lagged_flux_terms(loop, q):
+    """Per-frame ``(q(X_τ) − q(X_0))² / (2τ)`` (1/ps), q clamped to 0 on A and 1 on B at both ends."""
+    data = loop._state["data"]
+    mask = data["iteration"] > 0
+    lagged = loop._q(loop._state["models"][-1], data["lagged"][mask])
+    label = data["lagged_labels"][mask]
+    lagged = np.where(label == NEITHER, lagged, (label == IN_B).astype(float))
+    return (lagged - q) ** 2 / (2.0 * loop.engine.lag_time(loop.sampling.lag))
+
+
 def _rate(terms, q_clamped, log_w):
     w = np.exp(log_w - logsumexp(log_w))
     flux = float(np.sum(w * terms))
     return flux / float(np.sum(w * (1 - q_clamped))), flux
 
 
-def rate(loop, n_bootstrap, confidence, seed):
+def rate(loop, n_bootstrap, confidence, seed, flux):
     _check_fitted(loop, "rate()")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence!r} must be in (0, 1), e.g. 0.95")
+    if flux == "auto":
+        flux = "generator" if loop.engine.brownian else "lagged"
     frames = loop.results.frames
-    terms = flux_terms(loop, frames)
     label = frames["label"].values
     q = np.where(label == NEITHER, frames["q"].values, (label == IN_B).astype(float))
+    if flux == "generator":
+        terms = flux_terms(loop, frames)
+    elif flux == "lagged":
+        terms = lagged_flux_terms(loop, q)
+    else:
+        raise ValueError(f"flux={flux!r} is not known; use 'generator' (Brownian dynamics), 'lagged' (any dynamics) "
+                         "or 'auto'")
     log_w = frames["log_weight"].values
-    k, flux = _rate(terms, q, log_w)
+    k, total = _rate(terms, q, log_w)
     state = loop._state
     windows = state["data"]["state"][state["data"]["iteration"] > 0]
     groups = [np.flatnonzero(windows == window) for window in np.unique(windows)]
@@ -107,10 +125,11 @@ def rate(loop, n_bootstrap, confidence, seed):
         {"rate": ((), k, {"long_name": "rate constant k_AB", "units": "1/ps"}),
          "low": ((), low, {"long_name": f"{confidence:.0%} bootstrap interval, lower", "units": "1/ps"}),
          "high": ((), high, {"long_name": f"{confidence:.0%} bootstrap interval, upper", "units": "1/ps"}),
-         "flux": ((), flux, {"long_name": "reactive flux", "units": "1/ps"}),
+         "flux": ((), total, {"long_name": "reactive flux", "units": "1/ps"}),
          "p_a": ((), float(np.sum(np.exp(log_w - logsumexp(log_w)) * (1 - q))),
                  {"long_name": "probability last in A", "units": "1"})},
-        attrs={"n_bootstrap": n_bootstrap, "confidence": confidence, "friction": loop.engine.friction})  # fmt: skip
+        attrs={"n_bootstrap": n_bootstrap, "confidence": confidence, "friction": loop.engine.friction,
+               "flux": flux})  # fmt: skip
 
 
 def transition_state_ensemble(loop, lower, upper):

@@ -1,4 +1,4 @@
-"""The sampling step of the committor loop: umbrella windows along q (MBAR) or OPES along q.
+"""The sampling step of the committor loop: umbrella windows along logit q (MBAR) or OPES along logit q.
 
 :class:`UmbrellaWindows` and :class:`CommittorOPES` are the two samplers of
 :class:`~mdcvkit.biasing.Committor`. Each holds its settings and offers the loop's calls:
@@ -9,7 +9,6 @@ OPES's own bias for OPES) and ``windows_to_add``. The bias reaches OpenMM only t
 :func:`mdcvkit.biasing.add_cv_bias` (windows) or :class:`mdcvkit.biasing.OPES`.
 """
 
-import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import openmm
 import torch
-from scipy.special import logsumexp
+from scipy.special import expit, logit, logsumexp
 
 from ..._checks import check_int, check_number, openmm_seed
 from ...analysis import CollectiveVariable
+from ...export.openmm import NM_TO_ANGSTROM
 from ..bias import add_cv_bias
 from ..grid import Grid
 from ..opes import OPES
@@ -28,8 +28,13 @@ from ..reweight import effective_sample_size, opes_log_weights
 
 __all__ = ["Basin", "CommittorOPES", "UmbrellaWindows", "mbar_log_weights"]
 
-#: the umbrella bias on the committor, in kJ/mol (the CV is q, dimensionless)
-UMBRELLA = "0.5*kappa*(cv0-target)^2"
+#: the umbrella bias along z = logit q (the CV, dimensionless), in kJ/mol: harmonic within ``width`` of the
+#: target and linear beyond, open toward its basin for an end window (``below`` or ``above`` = 1 drops the
+#: bias on that side), and flat where |z| > ``clip``. Where q saturates, the loss leaves z free and its
+#: gradient can be huge: a harmonic force, or any force out there, blew up runs of alanine dipeptide.
+#: :func:`umbrella_energy` is the same in NumPy.
+UMBRELLA = ("kappa*select(step(width-abs(d)), 0.5*d^2, width*(abs(d)-0.5*width))*(1-below*step(-d))*(1-above*step(d));"
+            " d=min(max(cv0,-clip),clip)-target")
 #: OPES along q biases z = logit q on [-Z_MAX, Z_MAX] (q from 3e-4 to 1 - 3e-4); beyond, no bias
 Z_MAX = 8.0
 
@@ -74,16 +79,23 @@ class Basin:
 
 @dataclass(frozen=True)
 class UmbrellaWindows:
-    """Settings of the umbrella windows along q, and the two calls of a sampler.
+    """Settings of the umbrella windows along z = logit q, and the calls of a sampler.
+
+    The windows sit at targets evenly spread in ``z = logit q`` over ``[-z_max, z_max]``, with a
+    harmonic bias in z; the two end windows are open toward their basins (no bias beyond the
+    target), so that they sample the basins whole. Windows along q itself overlap poorly where q is
+    steep: on the 2-D double well, the windows at q = 0.1 and 0.2 shared almost no frames and MBAR put
+    6 times too much weight on the barrier top (``docs/findings/committor.md``).
 
     Parameters
     ----------
     n_windows : int, default 11
-        Windows per iteration at targets evenly spread over [0, 1] (ends included); windows added
-        where neighbours overlap poorly come on top.
+        Windows per iteration; windows added where neighbours overlap poorly come on top.
+    z_max : float, default 5.0
+        Targets span ``z ∈ [-z_max, z_max]``, q from ``expit(-z_max)`` (0.0067) to ``expit(z_max)``.
     kappa : float, optional
-        Force constant in kJ/mol (q is dimensionless); default ``4 kT (n_windows − 1)²``, a window
-        width ``sqrt(kT/κ)`` of half the spacing.
+        Force constant in kJ/mol (z is dimensionless); default ``4 kT / Δz²`` with the spacing
+        ``Δz = 2 z_max / (n_windows − 1)``: a window width ``sqrt(kT/κ)`` of half the spacing.
     n_samples : int, default 100
         Frames ``X_0`` per window.
     stride : int, default 50
@@ -99,6 +111,7 @@ class UmbrellaWindows:
     """
 
     n_windows: int = 11
+    z_max: float = 5.0
     kappa: float = None
     n_samples: int = 100
     stride: int = 50
@@ -109,19 +122,28 @@ class UmbrellaWindows:
 
     def __post_init__(self):
         check_int(self.n_windows, "n_windows", 2)
+        check_number("z_max", self.z_max, strict=True, example="5.0")
         _check_shooting(self)
         if self.kappa is not None:
-            check_number("kappa", self.kappa, strict=True, example="500 (kJ/mol)")
+            check_number("kappa", self.kappa, strict=True, example="1.0 (kJ/mol)")
         if not 0 <= check_number("min_overlap", self.min_overlap, example="0.03") < 1:
             raise ValueError(f"min_overlap={self.min_overlap!r} must be in [0, 1), e.g. 0.03")
 
     def targets(self):
-        """The evenly spread targets over [0, 1]."""
-        return np.linspace(0.0, 1.0, self.n_windows)
+        """Targets in q, evenly spread in z = logit q over ``[-z_max, z_max]``."""
+        return expit(np.linspace(-self.z_max, self.z_max, self.n_windows))
+
+    def spacing(self):
+        """Δz between neighbouring targets; also the half-width of the harmonic part of the bias."""
+        return 2.0 * self.z_max / (self.n_windows - 1)
+
+    def clip(self):
+        """|z| beyond which the bias is flat: two spacings past the outer targets."""
+        return self.z_max + 2.0 * self.spacing()
 
     def force_constant(self, kT):
-        """κ in kJ/mol: the given one, or ``4 kT (n_windows − 1)²``."""
-        return float(self.kappa) if self.kappa is not None else 4.0 * kT * (self.n_windows - 1) ** 2
+        """κ in kJ/mol: the given one, or ``4 kT / Δz²``."""
+        return float(self.kappa) if self.kappa is not None else 4.0 * kT / self.spacing() ** 2
 
     def sample(self, engine, cv, targets, starts, seed, kappa=None):
         """Frames in windows along ``cv``, each with the end of a short unbiased trajectory.
@@ -133,9 +155,11 @@ class UmbrellaWindows:
         cv : CollectiveVariable or None
             The current committor, positions (Å) -> q; None with ``kappa=0``.
         targets : array_like of float
-            Window centres in [0, 1].
+            Window centres as q in (0, 1); the lowest and highest are open toward A and B.
         starts : sequence of numpy.ndarray
-            Start positions (nm) of each window, all particles.
+            Start positions (nm) of each window, all particles; a window starts from the end of the
+            one before instead when that lies nearer its target in z (windows in rising order then
+            climb the barrier one spacing at a time).
         seed : int
         kappa : float, optional
             κ in kJ/mol instead of :meth:`force_constant` (0 samples without bias: no force is added).
@@ -147,20 +171,28 @@ class UmbrellaWindows:
             (n,) index into ``targets``; ``kappa`` (kJ/mol).
         """
         targets = np.asarray(targets, dtype=float)
-        if targets.ndim != 1 or targets.size == 0 or np.any((targets < 0) | (targets > 1)):
-            raise ValueError(f"window targets {np.round(targets, 4).tolist()} must lie in [0, 1]; q is a probability")
+        if targets.ndim != 1 or targets.size == 0 or np.any((targets <= 0) | (targets >= 1)):
+            raise ValueError(f"window targets {np.round(targets, 4).tolist()} must lie in (0, 1): q is a probability "
+                             f"and a window sits at z = logit q")  # fmt: skip
         kappa = self.force_constant(engine.kT) if kappa is None else float(kappa)
         system, bias = engine.system, None
         if kappa:
-            system = openmm.XmlSerializer.clone(engine.system)
-            bias = add_cv_bias(system, cv, UMBRELLA, starts[0], particles=engine.particles, route=self.route,
-                               parameters={"kappa": kappa, "target": float(targets[0])}, name="committor umbrella")
+            system, z = openmm.XmlSerializer.clone(engine.system), logit_cv(cv)
+            parameters = {"kappa": kappa, "width": self.spacing(), "clip": self.clip(), "target": 0.0, "below": 0.0,
+                          "above": 0.0}  # fmt: skip
+            bias = add_cv_bias(system, z, UMBRELLA, starts[0], particles=engine.particles, route=self.route,
+                               parameters=parameters, name="committor umbrella")
         biased = engine.context(system, engine.integrator(seed, system, bias))
         free = engine.context(engine.system, engine.integrator(seed + 1))
-        positions, lagged, window = [], [], []
+        positions, lagged, window, previous = [], [], [], None
+        below, above = _open_ends(targets)
         for k, (target, start) in enumerate(zip(targets, starts, strict=True)):
             if bias is not None:
-                biased.setParameter("target", float(target))
+                for name, value in (("target", logit(target)), ("below", below[k]), ("above", above[k])):
+                    biased.setParameter(name, float(value))
+                if previous is not None and _distance(z, engine, previous, target) < _distance(z, engine, start,
+                                                                                                 target):
+                    start = previous  # the last window's end is nearer: a short pull, not one across the barrier
             biased.setPositions(start)
             biased.setVelocitiesToTemperature(engine.temperature, openmm_seed(seed + k))
             biased.getIntegrator().step(self.n_equilibration)
@@ -168,6 +200,7 @@ class UmbrellaWindows:
             positions += x0
             lagged += xt
             window += [k] * len(x0)
+            previous = biased.getState(getPositions=True).getPositions(asNumpy=True)._value
         return {"positions": np.asarray(positions), "lagged": np.asarray(lagged), "window": np.asarray(window),
                 "kappa": kappa}
 
@@ -178,7 +211,7 @@ class UmbrellaWindows:
         ----------
         state : dict
             The loop's state: its frames (``data``: ``q`` of every model, ``iteration``, ``state``), the
-            windows (``states``: iteration, target, κ in kJ/mol) and their last free energies.
+            windows (``states``: iteration, target q, κ in kJ/mol) and their last free energies.
         kT : float
             kJ/mol.
         pick : array_like of int, optional
@@ -192,8 +225,13 @@ class UmbrellaWindows:
         data = state["data"]
         mask = data["iteration"] > 0
         iteration, target, kappa = np.array(state["states"]).T
-        q = data["q"][mask][:, iteration.astype(int) - 1].T  # q of the model each window biased
-        reduced = 0.5 * kappa[:, None] * (q - target[:, None]) ** 2 / kT
+        below, above = np.zeros(len(target)), np.zeros(len(target))
+        for i in np.unique(iteration):  # each iteration's end windows are open toward the basins
+            run = np.flatnonzero(iteration == i)
+            below[run], above[run] = _open_ends(target[run])
+        z = logit(data["q"][mask][:, iteration.astype(int) - 1].T)  # z of the model each window biased
+        reduced = umbrella_energy(z, logit(target)[:, None], kappa[:, None], self.spacing(), self.clip(),
+                                  below[:, None], above[:, None]) / kT  # fmt: skip
         windows = data["state"][mask]
         if pick is not None:
             reduced, windows = reduced[:, pick], windows[pick]
@@ -202,10 +240,36 @@ class UmbrellaWindows:
         return mbar_log_weights(reduced, np.bincount(windows, minlength=n_states), initial)
 
     def windows_to_add(self, targets, overlap):
-        """Midpoints of neighbouring targets whose MBAR overlap is below ``min_overlap``."""
+        """Midpoints in z of neighbouring targets whose MBAR overlap is below ``min_overlap``, as q."""
         order = np.argsort(targets)
-        return [0.5 * (targets[i] + targets[j]) for i, j in zip(order[:-1], order[1:], strict=True)
-                if overlap[i, j] < self.min_overlap]
+        return [float(expit(0.5 * (logit(targets[i]) + logit(targets[j]))))
+                for i, j in zip(order[:-1], order[1:], strict=True) if overlap[i, j] < self.min_overlap]
+
+
+def _distance(z, engine, positions, target):
+    """|z(positions) − logit(target)| of positions (nm, all particles)."""
+    angstrom = torch.as_tensor(np.asarray(positions)[None, engine.particles] * NM_TO_ANGSTROM, dtype=torch.float32)
+    with torch.no_grad():
+        return abs(float(z(angstrom)[0, 0]) - logit(target))
+
+
+def umbrella_energy(z, target, kappa, width, clip, below, above):
+    """:data:`UMBRELLA` in NumPy: the bias (kJ/mol) at z of a window at ``target`` (z), broadcast over the arguments."""
+    d = np.clip(z, -clip, clip) - target
+    a = np.abs(d)
+    energy = kappa * np.where(a <= width, 0.5 * d**2, width * (a - 0.5 * width))
+    return energy * (1 - below * (d < 0)) * (1 - above * (d > 0))
+
+
+def _open_ends(targets):
+    """Flags (1.0/0.0) of the window open below (the lowest target) and above (the highest)."""
+    targets = np.asarray(targets, dtype=float)
+    return (targets == targets.min()).astype(float), (targets == targets.max()).astype(float)
+
+
+def logit_cv(cv):
+    """The CV ``z = logit q`` of a committor CV (its network without the sigmoid), in eval mode."""
+    return CollectiveVariable(cv.featurizer, cv.model.logit_model()).eval()
 
 
 def _check_shooting(settings):
@@ -328,12 +392,10 @@ class CommittorOPES:
                                    n_equilibration=self.n_equilibration, route=self.route).sample(
                 engine, None, targets, starts, seed, kappa=0.0)  # fmt: skip
         barrier = 10 * engine.kT if self.barrier is None else self.barrier
-        logit = copy.deepcopy(cv.model)
-        logit.encoder = logit.encoder[:-1]  # without the sigmoid: z = logit q
-        z = CollectiveVariable(cv.featurizer, logit).eval()
-        opes = OPES(engine.system, starts[0], z, Grid(-Z_MAX, Z_MAX, self.n_bins), barrier, engine.temperature,
-                    pace=self.pace, particles=engine.particles, route=self.route, integrator=engine.integrator(seed),
-                    sample_frequency=self.stride, seed=seed, verbose=False)  # fmt: skip
+        opes = OPES(engine.system, starts[0], logit_cv(cv), Grid(-Z_MAX, Z_MAX, self.n_bins), barrier,
+                    engine.temperature, pace=self.pace, particles=engine.particles, route=self.route,
+                    integrator=engine.integrator(seed), sample_frequency=self.stride, seed=seed,
+                    verbose=False)  # fmt: skip
         opes.run(self.n_equilibration)
         free = engine.context(engine.system, engine.integrator(seed + 1))
         positions, lagged = _shoot(opes.context, opes.run, free, self.n_samples, self.stride, self.lag)

@@ -1,0 +1,159 @@
+"""Committor of alanine dipeptide in vacuum, C7eq → C7ax, against brute-force MD (docs/findings/committor.md).
+
+Two steps, each writing its results under ``--output`` (default ``committor_alanine/``):
+
+``brute``
+    Plain Langevin MD of the shipped vacuum system (``mk.datasets.alanine_dipeptide_system``) at
+    ``--temperature`` and ``--friction``: φ every 0.1 ps, the C7eq → C7ax transitions between the
+    basin cores of :func:`mdcvkit.datasets.c7_basins`, the rate ``k_AB = N_AB / t_A`` (``t_A``: time
+    last in C7eq) with its 95 % Poisson interval, and a few C7ax frames to start the committor from.
+``learn``
+    :class:`mdcvkit.biasing.Committor` on the pairwise distances of the 10 heavy atoms (no dihedral
+    given), same dynamics; its rate with the bootstrap interval, a committor test from q ≈ 0.5, and
+    Spearman's ρ of q against φ on the frames between the basins. The C7ax start is a frame of the
+    ``brute`` run at ``--start-from`` K.
+
+Examples::
+
+    python tutorials/committor_alanine.py brute --temperature 600 --friction 50 --ns 60
+    python tutorials/committor_alanine.py learn --temperature 600 --friction 50 --seed 0
+    python tutorials/committor_alanine.py learn --temperature 300 --friction 50 --start-from 600
+"""
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import chi2, spearmanr
+
+import mdcvkit as mk
+from mdcvkit.analysis import CollectiveVariable
+from mdcvkit.biasing import Basin, Committor
+from mdcvkit.datasets import C7AX_PHI, C7EQ_PHI, basin_crossings, c7_basins
+from mdcvkit.features import Dihedrals, PairwiseDistances
+
+PHI = [[4, 6, 8, 14]]  # C-N-CA-C of ala2.pdb
+FRAME_STEPS = 25  # 0.1 ps of 4 fs steps between two φ values
+
+
+def setup_at(temperature, friction, timestep=0.004):
+    """The shipped vacuum system (HMR) at another temperature (K), friction (1/ps) and time step (ps)."""
+    return dataclasses.replace(mk.datasets.alanine_dipeptide_system("vacuum"), temperature=temperature,
+                               friction=friction, timestep=timestep)
+
+
+def phi_cv():
+    """φ in rad of all 22 atoms' positions (Å)."""
+    return CollectiveVariable.from_featurizer(Dihedrals(22, PHI, trig=False))
+
+
+def poisson_interval(n, confidence=0.95):
+    """Garwood's exact interval of a Poisson mean from ``n`` events."""
+    alpha = 1.0 - confidence
+    low = 0.5 * chi2.ppf(alpha / 2, 2 * n) if n > 0 else 0.0
+    return low, 0.5 * chi2.ppf(1 - alpha / 2, 2 * n + 2)
+
+
+def transitions(phi_degrees, dt):
+    """A → B transitions between the cores, and the time last in A (ps) of a φ series (frames ``dt`` ps apart)."""
+    core = c7_basins(phi_degrees)
+    last, n_ab, frames_a = -1, 0, 0
+    for c in core:
+        if c >= 0:
+            n_ab += int(last == 0 and c == 1)
+            last = c
+        frames_a += int(last == 0)
+    return n_ab, frames_a * dt
+
+
+def brute(args, out):
+    setup = setup_at(args.temperature, args.friction)
+    context = setup.context(seed=args.seed)
+    step = context.getIntegrator().step
+    cv = phi_cv()
+    n_frames = int(round(args.ns * 1000 / (FRAME_STEPS * setup.timestep)))
+    phi, b_frames = np.empty(n_frames), []
+    start = time.process_time()
+    for i in range(n_frames):
+        step(FRAME_STEPS)
+        x = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+        with torch.no_grad():
+            phi[i] = np.degrees(float(cv(torch.as_tensor(x[None] * 10.0, dtype=torch.float32))[0, 0]))
+        if len(b_frames) < 20 and c7_basins(phi[i : i + 1])[0] == 1 and i % 50 == 0:
+            b_frames.append(x)
+    cpu = time.process_time() - start
+    n_ab, t_a = transitions(phi, FRAME_STEPS * setup.timestep)
+    low, high = poisson_interval(n_ab)
+    result = {"temperature": args.temperature, "friction": args.friction, "ns": args.ns, "seed": args.seed,
+              "crossings": int(basin_crossings(phi)), "n_ab": n_ab, "time_a_ps": t_a, "rate": n_ab / t_a,
+              "low": low / t_a, "high": high / t_a, "fraction_c7ax": float(np.mean(c7_basins(phi) == 1)),
+              "cpu_s": cpu}  # fmt: skip
+    tag = f"{args.temperature:g}K_{args.friction:g}"
+    np.save(out / f"phi_{tag}.npy", phi)
+    np.save(out / f"c7ax_{tag}.npy", np.asarray(b_frames))
+    (out / f"brute_{tag}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+def learn(args, out):
+    setup = setup_at(args.temperature, args.friction, args.timestep)
+    heavy = [a.index for a in setup.topology.atoms() if a.element.symbol != "H"]
+    phi = phi_cv()
+    state_a = Basin(phi, *np.radians(C7EQ_PHI))
+    state_b = Basin(phi, *np.radians(C7AX_PHI))
+    source = args.start_from or args.temperature
+    b_start = np.load(out / f"c7ax_{source:g}K_{args.friction:g}.npy")[0]
+    sampling = {"sampler": args.sampler, "n_samples": args.samples, "lag": args.lag}
+    tag = f"{args.temperature:g}K_{args.friction:g}_{args.sampler}_s{args.seed}"
+    start = time.perf_counter()
+    cpu = time.process_time()
+    loop = Committor(setup.system, PairwiseDistances(len(heavy)), state_a=state_a, state_b=state_b,
+                     starts=[setup.positions, b_start], particles=heavy, temperature=args.temperature,
+                     integrator=setup.integrator(args.seed), sampling=sampling, max_iterations=args.iterations,
+                     state_file=out / f"state_{tag}.pt", seed=args.seed, verbose=True).run()  # fmt: skip
+    rate = loop.rate(n_bootstrap=100, seed=args.seed)
+    test = loop.committor_test(n_configurations=20, n_trajectories=10, max_steps=args.max_steps, check_every=25,
+                               seed=args.seed)
+    frames = loop.results.frames
+    between = frames["label"].values == -1
+    with torch.no_grad():
+        phi_f = phi(torch.as_tensor(frames["positions"].values, dtype=torch.float32))[:, 0].numpy()
+    rho = spearmanr(frames["q"].values[between], phi_f[between])[0] if between.sum() > 2 else np.nan
+    p_b = test["p_b"].values
+    stages = {k: float(loop.results.iterations[f"time_{k}"].sum()) for k in ("sampling", "mbar", "training")}
+    result = {"temperature": args.temperature, "friction": args.friction, "seed": args.seed, "sampler": args.sampler,
+              "iterations": int(loop.results.iterations.sizes["iteration"] - 1),
+              "converged": bool(loop.results.converged),
+              "frames": int(frames.sizes["frame"]), "rate": float(rate["rate"]), "low": float(rate["low"]),
+              "high": float(rate["high"]), "p_a": float(rate["p_a"]), "p_b_mean": float(np.nanmean(p_b)),
+              "p_b_sd": float(np.nanstd(p_b)), "p_b": np.round(p_b, 3).tolist(),
+              "undecided": int(test["undecided"].sum()), "spearman_phi": float(rho), "n_between": int(between.sum()),
+              "wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+              "stages_s": stages}  # fmt: skip
+    print(loop.results.iterations.to_dataframe().round(4).to_string())
+    (out / f"learn_{tag}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=("brute", "learn"))
+    parser.add_argument("--temperature", type=float, default=600.0, help="K")
+    parser.add_argument("--friction", type=float, default=50.0, help="Langevin friction, 1/ps")
+    parser.add_argument("--ns", type=float, default=60.0, help="brute: length of the run (ns)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=6, help="learn: most iterations")
+    parser.add_argument("--samples", type=int, default=100, help="learn: frames per window (OPES: per iteration)")
+    parser.add_argument("--timestep", type=float, default=0.004, help="learn: ps (HMR allows 0.004)")
+    parser.add_argument("--lag", type=int, default=20, help="learn: steps from X_0 to X_tau")
+    parser.add_argument("--sampler", choices=("umbrella", "opes"), default="umbrella")
+    parser.add_argument("--max-steps", type=int, default=25000, help="learn: longest committor-test shot (steps)")
+    parser.add_argument("--start-from", type=float, help="learn: K of the brute run with the C7ax start")
+    parser.add_argument("--output", type=Path, default=Path("committor_alanine"))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    (brute if args.step == "brute" else learn)(args, args.output)
