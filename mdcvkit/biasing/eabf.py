@@ -30,6 +30,7 @@ from scipy.interpolate import RegularGridInterpolator
 from .._checks import check_int
 from .._progress import progress_bar, resolve_verbose
 from ..export.openmm import NM_TO_ANGSTROM, collective_variables, module_dtype
+from ..systems import MOLAR_GAS_CONSTANT  # re-exported: kJ/mol/K, as OpenMM uses it
 from ._sampler import GridSampler
 from .bias import _free_group
 from .czar import CZARAccumulator, integrate_gradient, to_dataset
@@ -38,9 +39,6 @@ from .extended import coupling_force, extended_system, lambda_restraint, table_a
 __all__ = ["ExtendedABF", "MOLAR_GAS_CONSTANT"]
 
 logger = logging.getLogger(__name__)
-
-#: molar gas constant in kJ/mol/K, as OpenMM uses it
-MOLAR_GAS_CONSTANT = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 
 def _check_kappa(kappa, n_dim, name="kappa"):
