@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 
 import mdcvkit as mk
 from mdcvkit.biasing import Basin, Committor, CommittorOPES, UmbrellaWindows, add_cv_bias, mbar_log_weights
+from mdcvkit.biasing.committor import sampling
 from mdcvkit.biasing.committor.sampling import UMBRELLA, umbrella_energy
 from mdcvkit.training import ConvergenceWarning
 
@@ -185,6 +186,30 @@ def test_bad_input(toy):
         UmbrellaWindows(n_windows=1)
     with pytest.raises(ValueError, match="call run"):
         _loop(toy).rate()
+
+
+def test_a_window_that_blows_up_starts_again(toy, monkeypatch):
+    """A window whose run blows up is run again with new velocities; one that always does is an error."""
+    calls = []
+    real = sampling._shoot
+
+    def flaky(context, *args):
+        calls.append(1)
+        if len(calls) == 1 or always:
+            raise openmm.OpenMMException("the positions are not finite")
+        return real(context, *args)
+
+    monkeypatch.setattr(sampling, "_shoot", flaky)
+    loop = _loop(toy, max_iterations=1, sampling={"n_samples": 3, "n_windows": 3, "n_equilibration": 10})
+    always = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        loop.run()
+    assert loop.results.frames.sizes["frame"] == 9  # 3 windows x 3 frames, the first window run twice
+    calls.clear()
+    always = True
+    with pytest.raises(ValueError, match="blew up 3 times"):
+        _loop(toy, max_iterations=1, sampling={"n_samples": 3, "n_windows": 3, "n_equilibration": 10}).run()
 
 
 def test_unreached_basin(toy):

@@ -26,6 +26,8 @@ from ..grid import Grid
 from ..opes import OPES
 from ..reweight import effective_sample_size, opes_log_weights
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["Basin", "CommittorOPES", "UmbrellaWindows", "mbar_log_weights"]
 
 #: the umbrella bias along z = logit q (the CV, dimensionless), in kJ/mol: harmonic within ``width`` of the
@@ -35,6 +37,8 @@ __all__ = ["Basin", "CommittorOPES", "UmbrellaWindows", "mbar_log_weights"]
 #: :func:`umbrella_energy` is the same in NumPy.
 UMBRELLA = ("kappa*select(step(width-abs(d)), 0.5*d^2, width*(abs(d)-0.5*width))*(1-below*step(-d))*(1-above*step(d));"
             " d=min(max(cv0,-clip),clip)-target")
+#: runs of a window before a blow-up is an error
+ATTEMPTS = 3
 #: OPES along q biases z = logit q on [-Z_MAX, Z_MAX] (q from 3e-4 to 1 - 3e-4); beyond, no bias
 Z_MAX = 8.0
 
@@ -157,9 +161,11 @@ class UmbrellaWindows:
         targets : array_like of float
             Window centres as q in (0, 1); the lowest and highest are open toward A and B.
         starts : sequence of numpy.ndarray
-            Start positions (nm) of each window, all particles; a window starts from the end of the
-            one before instead when that lies nearer its target in z (windows in rising order then
-            climb the barrier one spacing at a time).
+            Start positions (nm) of each window, all particles. The windows run from each basin toward
+            q = 0.5 (those below in rising order, those above in falling order), and a window starts
+            from the end of its neighbour on the basin's side instead when that lies nearer its target
+            in z: each side climbs the barrier one spacing at a time from its own basin, so neither
+            side inherits the other's slow degrees of freedom.
         seed : int
         kappa : float, optional
             κ in kJ/mol instead of :meth:`force_constant` (0 samples without bias: no force is added).
@@ -184,25 +190,42 @@ class UmbrellaWindows:
                                parameters=parameters, name="committor umbrella")
         biased = engine.context(system, engine.integrator(seed, system, bias))
         free = engine.context(engine.system, engine.integrator(seed + 1))
-        positions, lagged, window, previous = [], [], [], None
+        if len(starts) != len(targets):
+            raise ValueError(f"{len(starts)} starts for {len(targets)} window targets; pass one start per window")
+        positions, lagged, window = [], [], []
         below, above = _open_ends(targets)
-        for k, (target, start) in enumerate(zip(targets, starts, strict=True)):
+        for k in _from_the_basins(targets):
+            target, start = targets[k], starts[k]
+            if k in (np.argmin(targets), np.argmax(targets)):
+                previous = None  # each side's chain starts again from its own basin
             if bias is not None:
                 for name, value in (("target", logit(target)), ("below", below[k]), ("above", above[k])):
                     biased.setParameter(name, float(value))
                 if previous is not None and _distance(z, engine, previous, target) < _distance(z, engine, start,
                                                                                                  target):
                     start = previous  # the last window's end is nearer: a short pull, not one across the barrier
-            biased.setPositions(start)
-            biased.setVelocitiesToTemperature(engine.temperature, openmm_seed(seed + k))
-            biased.getIntegrator().step(self.n_equilibration)
-            x0, xt = _shoot(biased, biased.getIntegrator().step, free, self.n_samples, self.stride, self.lag)
+            x0, xt = self._window(biased, free, start, engine.temperature, seed + k, target)
             positions += x0
             lagged += xt
             window += [k] * len(x0)
             previous = biased.getState(getPositions=True).getPositions(asNumpy=True)._value
         return {"positions": np.asarray(positions), "lagged": np.asarray(lagged), "window": np.asarray(window),
                 "kappa": kappa}
+
+    def _window(self, biased, free, start, temperature, seed, target):
+        """One window's frames from ``start``; a run that blows up (a steep committor can kick an atom hard)
+        starts again with new velocities, up to ``ATTEMPTS`` times."""
+        for attempt in range(ATTEMPTS):
+            try:
+                biased.setPositions(start)
+                biased.setVelocitiesToTemperature(temperature, openmm_seed(seed + 7919 * attempt))
+                biased.getIntegrator().step(self.n_equilibration)
+                return _shoot(biased, biased.getIntegrator().step, free, self.n_samples, self.stride, self.lag)
+            except openmm.OpenMMException as err:
+                if attempt == ATTEMPTS - 1:
+                    raise ValueError(f"the window at q = {target:.4g} blew up {ATTEMPTS} times ({err}); lower the "
+                                     f"time step of the integrator or kappa") from err  # fmt: skip
+                logger.warning("the window at q = %.4g blew up (%s); starting it again", target, err)
 
     def log_weights(self, state, kT, pick=None):
         """Log weights of every window frame in the unbiased density, by MBAR over all windows so far.
@@ -244,6 +267,13 @@ class UmbrellaWindows:
         order = np.argsort(targets)
         return [float(expit(0.5 * (logit(targets[i]) + logit(targets[j]))))
                 for i, j in zip(order[:-1], order[1:], strict=True) if overlap[i, j] < self.min_overlap]
+
+
+def _from_the_basins(targets):
+    """Window indices from A up to q = 0.5, then from B down to above 0.5."""
+    order = np.argsort(targets, kind="stable")
+    lower = order[targets[order] <= 0.5]
+    return [*lower, *order[targets[order] > 0.5][::-1]]
 
 
 def _distance(z, engine, positions, target):
