@@ -32,7 +32,7 @@ __all__ = ["Basin", "CommittorOPES", "UmbrellaWindows", "mbar_log_weights"]
 
 #: the umbrella bias along z = logit q (the CV, dimensionless), in kJ/mol: harmonic within ``width`` of the
 #: target and linear beyond, open toward its basin for an end window (``below`` or ``above`` = 1 drops the
-#: bias on that side), and flat where |z| > ``clip``. Where q saturates, the loss leaves z free and its
+#: bias on that side), and flat where ``|z| > clip``. Where q saturates, the loss leaves z free and its
 #: gradient can be huge: a harmonic force, or any force out there, blew up runs of alanine dipeptide.
 #: :func:`umbrella_energy` is the same in NumPy.
 UMBRELLA = ("kappa*select(step(width-abs(d)), 0.5*d^2, width*(abs(d)-0.5*width))*(1-below*step(-d))*(1-above*step(d));"
@@ -142,7 +142,7 @@ class UmbrellaWindows:
         return 2.0 * self.z_max / (self.n_windows - 1)
 
     def clip(self):
-        """|z| beyond which the bias is flat: two spacings past the outer targets."""
+        """``|z|`` beyond which the bias is flat: two spacings past the outer targets."""
         return self.z_max + 2.0 * self.spacing()
 
     def force_constant(self, kT):
