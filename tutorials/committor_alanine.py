@@ -36,7 +36,7 @@ from mdcvkit._io import atomic_path
 from mdcvkit.analysis import CollectiveVariable
 from mdcvkit.biasing import Basin, Committor
 from mdcvkit.datasets import C7AX_PHI, C7EQ_PHI, basin_crossings, c7_basins
-from mdcvkit.features import Dihedrals, PairwiseDistances
+from mdcvkit.features import Dihedrals, PairwiseDistances, dihedral_angles
 
 PHI = [[4, 6, 8, 14]]  # C-N-CA-C of ala2.pdb
 FRAME_STEPS = 25  # 0.1 ps of 4 fs steps between two φ values
@@ -81,12 +81,10 @@ def poisson_interval(n, confidence=0.95):
 def transitions(phi_degrees, dt):
     """A → B transitions between the cores, and the time last in A (ps) of a φ series (frames ``dt`` ps apart)."""
     core = c7_basins(phi_degrees)
-    last, n_ab, frames_a = -1, 0, 0
-    for c in core:
-        if c >= 0:
-            n_ab += int(last == 0 and c == 1)
-            last = c
-        frames_a += int(last == 0)
+    visited = core[core >= 0]
+    n_ab = int(np.count_nonzero((visited[:-1] == 0) & (visited[1:] == 1)))
+    latest = np.maximum.accumulate(np.where(core >= 0, np.arange(len(core)), -1))  # last frame in a core
+    frames_a = np.count_nonzero((latest >= 0) & (core[np.maximum(latest, 0)] == 0))
     return n_ab, frames_a * dt
 
 
@@ -94,15 +92,13 @@ def brute(args, out):
     setup = setup_at(args.temperature, args.friction)
     context = setup.context(seed=args.seed)
     step = context.getIntegrator().step
-    cv = phi_cv()
     n_frames = int(round(args.ns * 1000 / (FRAME_STEPS * setup.timestep)))
-    phi = np.empty(n_frames)
+    quadruplets = np.empty((n_frames, 4, 3))  # the φ atoms of every frame; φ in one call afterwards
     start = time.process_time()
     for i in range(n_frames):
         step(FRAME_STEPS)
-        x = context.getState(getPositions=True).getPositions(asNumpy=True)._value
-        with torch.no_grad():
-            phi[i] = np.degrees(float(cv(torch.as_tensor(x[None] * 10.0, dtype=torch.float32))[0, 0]))
+        quadruplets[i] = context.getState(getPositions=True).getPositions(asNumpy=True)._value[PHI[0]]
+    phi = np.degrees(dihedral_angles(torch.as_tensor(quadruplets), torch.tensor([[0, 1, 2, 3]]))[:, 0].numpy())
     cpu = time.process_time() - start
     n_ab, t_a = transitions(phi, FRAME_STEPS * setup.timestep)
     low, high = poisson_interval(n_ab)

@@ -180,6 +180,8 @@ class UmbrellaWindows:
         if targets.ndim != 1 or targets.size == 0 or np.any((targets <= 0) | (targets >= 1)):
             raise ValueError(f"window targets {np.round(targets, 4).tolist()} must lie in (0, 1): q is a probability "
                              f"and a window sits at z = logit q")  # fmt: skip
+        if len(starts) != len(targets):
+            raise ValueError(f"{len(starts)} starts for {len(targets)} window targets; pass one start per window")
         kappa = self.force_constant(engine.kT) if kappa is None else float(kappa)
         system, bias = engine.system, None
         if kappa:
@@ -190,25 +192,23 @@ class UmbrellaWindows:
                                parameters=parameters, name="committor umbrella")
         biased = engine.context(system, engine.integrator(seed, system, bias))
         free = engine.context(engine.system, engine.integrator(seed + 1))
-        if len(starts) != len(targets):
-            raise ValueError(f"{len(starts)} starts for {len(targets)} window targets; pass one start per window")
         positions, lagged, window = [], [], []
         below, above = _open_ends(targets)
-        for k in _from_the_basins(targets):
-            target, start = targets[k], starts[k]
-            if k in (np.argmin(targets), np.argmax(targets)):
-                previous = None  # each side's chain starts again from its own basin
-            if bias is not None:
-                for name, value in (("target", logit(target)), ("below", below[k]), ("above", above[k])):
-                    biased.setParameter(name, float(value))
-                if previous is not None and _distance(z, engine, previous, target) < _distance(z, engine, start,
-                                                                                                 target):
-                    start = previous  # the last window's end is nearer: a short pull, not one across the barrier
-            x0, xt = self._window(biased, free, start, engine.temperature, seed + k, target)
-            positions += x0
-            lagged += xt
-            window += [k] * len(x0)
-            previous = biased.getState(getPositions=True).getPositions(asNumpy=True)._value
+        for chain in _from_the_basins(targets):
+            previous = None  # each side's chain starts from its own basin
+            for k in chain:
+                target, start = targets[k], starts[k]
+                if bias is not None:
+                    for name, value in (("target", logit(target)), ("below", below[k]), ("above", above[k])):
+                        biased.setParameter(name, float(value))
+                    if previous is not None and _distance(z, engine, previous, target) < _distance(z, engine, start,
+                                                                                                     target):
+                        start = previous  # the last window's end is nearer: a short pull, not one across the barrier
+                x0, xt = self._window(biased, free, start, engine.temperature, seed + k, target)
+                positions += x0
+                lagged += xt
+                window += [k] * len(x0)
+                previous = biased.getState(getPositions=True).getPositions(asNumpy=True)._value
         return {"positions": np.asarray(positions), "lagged": np.asarray(lagged), "window": np.asarray(window),
                 "kappa": kappa}
 
@@ -270,10 +270,9 @@ class UmbrellaWindows:
 
 
 def _from_the_basins(targets):
-    """Window indices from A up to q = 0.5, then from B down to above 0.5."""
+    """Two chains of window indices: from A up to q = 0.5, and from B down to above 0.5."""
     order = np.argsort(targets, kind="stable")
-    lower = order[targets[order] <= 0.5]
-    return [*lower, *order[targets[order] > 0.5][::-1]]
+    return order[targets[order] <= 0.5], order[targets[order] > 0.5][::-1]
 
 
 def _distance(z, engine, positions, target):
